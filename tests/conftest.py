@@ -1,0 +1,58 @@
+"""Shared fixtures.
+
+Rules for tests that touch the network (from trio-websocket's suite): servers bind
+127.0.0.1 on port 0 (or the ``web_config`` fixture's free port); every test that talks
+over a socket runs under ``trio.fail_after``; synchronise on events and
+``trio.testing.wait_all_tasks_blocked``, never on sleeps; timing is tested under
+``autojump_clock`` through the in-memory ASGI transport (``asgi_client``), where no real
+socket can make the clock jump early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from triosvc.runners import ServiceRunner
+from triosvc.web.server import WebServer
+
+#: Upper bound, in seconds, for any test that talks over a real socket.
+SOCKET_TEST_TIMEOUT = 20
+
+
+@pytest.fixture
+def local_config() -> dict[str, object]:
+    """A config that listens on a port the OS picks: no clash between tests."""
+    return {"WEB_SERVER_ADDRESS": "127.0.0.1:0"}
+
+
+@asynccontextmanager
+async def _http_client(runner: ServiceRunner) -> AsyncIterator[httpx.AsyncClient]:
+    assert runner.url is not None
+    async with httpx.AsyncClient(base_url=runner.url) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _asgi_client(runner: ServiceRunner) -> AsyncIterator[httpx.AsyncClient]:
+    server = runner.shared_extension(WebServer)
+    assert isinstance(server, WebServer)
+    transport = httpx.ASGITransport(app=server.app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def http_client() -> Callable[[ServiceRunner], object]:
+    """``async with http_client(runner) as client``: httpx over a real socket."""
+    return _http_client
+
+
+@pytest.fixture
+def asgi_client() -> Callable[[ServiceRunner], object]:
+    """``async with asgi_client(runner) as client``: httpx straight into the ASGI app
+    (no socket), for tests under ``autojump_clock``."""
+    return _asgi_client

@@ -1,0 +1,63 @@
+"""The worker context: who is being called, with which call id and context data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from .container import ServiceContainer
+    from .extensions import Entrypoint
+
+#: How many ancestor call ids a call keeps (nameko keeps the same number): enough to
+#: trace a chain of services, bounded so that a loop of calls cannot grow headers.
+CALL_ID_STACK_LIMIT = 10
+
+#: The context-data key under which the call-id stack travels between services.
+CALL_ID_STACK_KEY = "call_id_stack"
+
+
+@attrs.define(eq=False, slots=True)
+class WorkerContext:
+    """One call of one entrypoint, as dependency providers see it.
+
+    ``data`` holds the call's context data (from ``X-Triosvc-*`` request headers, or
+    from the calling service over RPC); ``blocking`` tells providers whether the worker
+    is a plain ``def`` running in a thread, so they can hand it a blocking interface.
+    """
+
+    container: ServiceContainer
+    entrypoint: Entrypoint
+    args: tuple[object, ...]
+    kwargs: Mapping[str, object]
+    data: Mapping[str, object]
+    blocking: bool
+    call_id: str = attrs.field(init=False)
+    service: object = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.call_id = f"{self.container.name}.{self.entrypoint.method_name}.{uuid.uuid4()}"
+
+    @property
+    def service_name(self) -> str:
+        return self.container.name
+
+    @property
+    def call_id_stack(self) -> list[str]:
+        """The ids of the calls that led here, oldest first, ending with this call's."""
+        parents = self.data.get(CALL_ID_STACK_KEY) or []
+        if isinstance(parents, str):
+            parents = [part.strip() for part in parents.split(",") if part.strip()]
+        stack = [str(call_id) for call_id in parents]  # type: ignore[union-attr]
+        stack.append(self.call_id)
+        return stack[-CALL_ID_STACK_LIMIT:]
+
+    @property
+    def context_data(self) -> dict[str, object]:
+        """The data to pass on to a service this worker calls."""
+        data = dict(self.data)
+        data[CALL_ID_STACK_KEY] = self.call_id_stack
+        return data

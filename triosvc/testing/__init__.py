@@ -1,0 +1,1 @@
+"""Helpers for testing services: the pytest plugin (``triosvc.testing.pytest_plugin``)."""

@@ -1,0 +1,58 @@
+"""The triosvc pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures, for tests running under pytest-trio:
+
+- ``web_config``: a config dict whose ``WEB_SERVER_ADDRESS`` is ``127.0.0.1:<free port>``;
+  add keys to it before starting services;
+- ``runner_factory``: ``runner = await runner_factory(config, ServiceA, ...)`` starts the
+  services in the test's nursery; they are stopped after the test;
+- ``web_session``: an ``httpx.AsyncClient`` whose base URL is the ``web_config`` server.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import pytest
+import trio
+
+from ..runners import ServiceRunner, run_services
+
+RunnerFactory = Callable[..., Awaitable[ServiceRunner]]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (it may be taken again by the time it is used)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def web_config() -> dict[str, object]:
+    return {"WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}"}
+
+
+@pytest.fixture
+async def runner_factory(nursery: trio.Nursery) -> AsyncIterator[RunnerFactory]:
+    runners: list[ServiceRunner] = []
+
+    async def start(config: Mapping[str, object] | None, *services: type) -> ServiceRunner:
+        runner: ServiceRunner = await nursery.start(run_services, config, *services)
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in reversed(runners):
+        await runner.stop()
+
+
+@pytest.fixture
+async def web_session(web_config: dict[str, object]) -> AsyncIterator[object]:
+    import httpx
+
+    address = str(web_config["WEB_SERVER_ADDRESS"])
+    async with httpx.AsyncClient(base_url=f"http://{address}") as session:
+        yield session

@@ -1,0 +1,311 @@
+"""The ASGI application that serves every HTTP entrypoint of a runner.
+
+Any ASGI server can run it; triosvc's own :class:`~triosvc.web.server.WebServer`
+runs it on the configured engine. Per request: route, read the body within the
+limit and the deadline, build the werkzeug Request, let the entrypoint answer, add
+CORS headers, send.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING
+
+import trio
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import MapAdapter, RequestRedirect
+from werkzeug.wrappers import Request, Response
+
+from ..exceptions import PayloadTooLarge, RequestTimeout
+from .responses import error_response, json_error, redirect_response
+from .routing import Router
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["ASGIApp", "Scope", "ServicesApp", "build_environ"]
+
+LOGGER = logging.getLogger("triosvc.web")
+
+Scope = MutableMapping[str, object]
+Message = MutableMapping[str, object]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CLOSE = ("Connection", "close")
+
+
+class ServicesApp:
+    """The runner's HTTP side as one ASGI app."""
+
+    def __init__(self, router: Router, settings: Settings) -> None:
+        self.router = router
+        self.max_body_size = settings.max_body_size
+        self.debug = settings.debug
+        self.context_prefix = settings.context_header_prefix.lower().encode("latin-1")
+        #: Set when the runner stops: requests still arriving get a 503.
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        else:  # WebSocket RPC comes with its own layer; until then, refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrival = trio.current_time()
+        method = str(scope["method"])
+        if self.draining:
+            response = json_error(
+                503, "ServiceUnavailable", "the service is shutting down; try another instance",
+                [_CLOSE, ("Retry-After", "1")],
+            )
+            await send_response(send, response, method)
+            return
+        path = str(scope["path"])
+        adapter = self.router.bind(path, _latin1(scope.get("query_string", b"")))
+        try:
+            entrypoint, arguments = self.router.match(adapter, method)
+        except RequestRedirect as redirect:
+            response = redirect_response(redirect)
+        except NotFound:
+            response = json_error(404, "NotFound", f"no route matches {path}")
+        except MethodNotAllowed:
+            allowed = self.router.allowed_methods(adapter)
+            if method == "OPTIONS":
+                response = self._options(adapter, _headers(scope), allowed)
+            else:
+                response = json_error(
+                    405, "MethodNotAllowed",
+                    f"{method} is not allowed on {path}; allowed: {', '.join(allowed)}",
+                    [("Allow", ", ".join(allowed))],
+                )
+        else:
+            origin = _header(scope, b"origin")
+            deadline = arrival + (entrypoint.timeout or 0)
+            body, response = await self._read_body(scope, receive, deadline)
+            if body is not None:
+                request = Request(build_environ(scope, body))
+                response = await entrypoint.handle(
+                    request, arguments, deadline=deadline, data=self._context_data(scope)
+                )
+            if response is None:  # the client went away mid-body
+                return
+            policy = entrypoint.cors_policy
+            if origin is not None and policy is not None and policy.allows_origin(origin):
+                for name, value in policy.response_headers(origin):
+                    response.headers.add(name, value)
+        await send_response(send, response, method)
+
+    def _options(
+        self, adapter: MapAdapter, headers: dict[str, str], allowed: list[str]
+    ) -> Response:
+        """Answer OPTIONS: a CORS preflight, or 204 with Allow."""
+        origin = headers.get("origin")
+        requested = headers.get("access-control-request-method")
+        if origin is not None and requested is not None:
+            policies = []
+            for candidate in allowed:
+                try:
+                    entrypoint, _ = self.router.match(adapter, candidate)
+                except (NotFound, MethodNotAllowed, RequestRedirect):
+                    continue
+                policies.append((candidate, entrypoint))
+            if any(e.cors_policy is not None for _, e in policies):
+                return self._preflight(origin, requested.upper(), headers, policies)
+        response = Response(None, status=204)
+        response.headers.remove("Content-Type")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    def _preflight(
+        self, origin: str, requested: str, headers: dict[str, str], policies: list[tuple[str, object]]
+    ) -> Response:
+        request_headers = [
+            h.strip().lower()
+            for h in headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        ]
+        target = next((e for method, e in policies if method == requested), None)
+        policy = getattr(target, "cors_policy", None)
+        if policy is None:
+            reason = f"method {requested} is not allowed from {origin}"
+        else:
+            reason = policy.preflight_refusal(origin, requested, request_headers, target.methods)  # type: ignore[union-attr]
+        if reason is not None:
+            LOGGER.info("CORS preflight refused: %s", reason)
+            return json_error(403, "Forbidden", f"CORS preflight refused: {reason}")
+        response = Response(None, status=204)
+        response.headers.remove("Content-Type")
+        for name, value in policy.preflight_headers(origin, request_headers, target.methods):  # type: ignore[union-attr]
+            response.headers.add(name, value)
+        return response
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, deadline: float
+    ) -> tuple[bytes | None, Response | None]:
+        """The whole body, or the error answer (413, 408), or neither if the client left."""
+        declared = _header(scope, b"content-length")
+        limit = self.max_body_size
+        too_large = PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None, self._body_error(too_large)
+        chunks: list[bytes] = []
+        size = 0
+        with trio.move_on_at(deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None, None
+                chunk = bytes(message.get("body", b""))  # type: ignore[call-overload]
+                size += len(chunk)
+                if size > limit:
+                    return None, self._body_error(too_large)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks), None
+        return None, self._body_error(
+            RequestTimeout("the request body did not arrive before the call's deadline")
+        )
+
+    def _body_error(self, exc: PayloadTooLarge | RequestTimeout) -> Response:
+        response = error_response(exc, handler="request body")
+        response.headers.add(*_CLOSE)  # the unread rest of the body makes the connection unusable
+        return response
+
+    def _context_data(self, scope: Scope) -> dict[str, object]:
+        prefix = self.context_prefix
+        data: dict[str, object] = {}
+        for name, value in scope["headers"]:  # type: ignore[attr-defined]
+            if name.startswith(prefix):
+                key = name[len(prefix) :].decode("latin-1").replace("-", "_")
+                data[key] = value.decode("latin-1")
+        return data
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # The runner sets services up and stops them; the ASGI lifespan only acknowledges.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def send_response(send: Send, response: Response, method: str) -> None:
+    """Send a werkzeug Response over ASGI; HEAD gets the headers (with GET's length) only."""
+    try:
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers.to_wsgi_list()
+        ]
+        if any(b"\n" in value or b"\r" in value for _, value in headers):
+            raise ValueError("a header value contains a line break")
+    except (UnicodeEncodeError, ValueError) as exc:
+        LOGGER.error("cannot send the response's headers (%s): %s", response.headers, exc)
+        response = json_error(500, "InternalServerError", "internal server error")
+        headers = [(n.lower().encode(), v.encode()) for n, v in response.headers.to_wsgi_list()]
+    status = response.status_code
+    no_body = method == "HEAD" or status in (204, 304) or status < 200
+    if no_body or not response.is_streamed:
+        body = b"" if no_body else response.get_data()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    try:
+        async for chunk in _stream(response):
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        response.close()
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _stream(response: Response) -> AsyncIterator[bytes]:
+    """The chunks of a streamed body; a plain iterator is advanced in a thread (it may block)."""
+    source = response.response
+    if hasattr(source, "__aiter__"):
+        async for chunk in source:  # type: ignore[attr-defined]
+            yield chunk.encode(response.charset) if isinstance(chunk, str) else bytes(chunk)
+        return
+    iterator: Iterator[bytes] = iter(response.iter_encoded())
+    done = object()
+    while True:
+        chunk = await trio.to_thread.run_sync(next, iterator, done)
+        if chunk is done:
+            return
+        yield chunk  # type: ignore[misc]
+
+
+def build_environ(scope: Scope, body: bytes) -> dict[str, object]:
+    """A WSGI environ for werkzeug's Request, over the fully read ``body``."""
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client")
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": _wsgi_str(str(scope.get("root_path", ""))),
+        "PATH_INFO": _wsgi_str(str(scope["path"])),
+        "QUERY_STRING": _latin1(scope.get("query_string", b"")),
+        "SERVER_NAME": str(server[0]),  # type: ignore[index]
+        "SERVER_PORT": str(server[1]),  # type: ignore[index]
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if client:
+        environ["REMOTE_ADDR"] = str(client[0])  # type: ignore[index]
+        environ["REMOTE_PORT"] = str(client[1])  # type: ignore[index]
+    for raw_name, raw_value in scope["headers"]:  # type: ignore[attr-defined]
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name == "content-length":
+            continue  # the body is read whole: CONTENT_LENGTH is its real length
+        if name == "content-type":
+            environ["CONTENT_TYPE"] = value
+            continue
+        if "_" in name:
+            continue  # x_user would pass for x-user in the environ: drop it, as nginx does
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key in environ:
+            separator = "; " if key == "HTTP_COOKIE" else ", "
+            value = f"{environ[key]}{separator}{value}"
+        environ[key] = value
+    return environ
+
+
+def _wsgi_str(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _latin1(raw: object) -> str:
+    return raw.decode("latin-1") if isinstance(raw, bytes) else ""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:  # type: ignore[attr-defined]
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        key.decode("latin-1").lower(): value.decode("latin-1")
+        for key, value in scope["headers"]  # type: ignore[attr-defined]
+    }

@@ -1,0 +1,60 @@
+"""The seam between triosvc's ASGI app and the server that speaks HTTP for it.
+
+An engine is an async function ``serve(app, sock, options, *, shutdown_trigger,
+task_status)``: it serves ``app`` on the already listening ``sock``, calls
+``task_status.started()`` once it accepts connections, and once
+``shutdown_trigger()`` returns it closes the listener, lets in-flight requests finish
+within ``options.graceful_timeout``, and returns.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from ..asgi import ASGIApp
+
+__all__ = ["ENGINES", "Engine", "EngineOptions", "get_engine"]
+
+
+@attrs.frozen
+class EngineOptions:
+    """What the services ask of any engine."""
+
+    #: Seconds in-flight requests get once the shutdown trigger fired.
+    graceful_timeout: float
+    #: Seconds a connection may stay silent while the server waits for it.
+    read_timeout: float
+    #: Bytes of request line and headers accepted (beyond: 431, or the connection closed).
+    max_header_size: int
+
+
+class Engine(Protocol):
+    async def __call__(
+        self,
+        app: ASGIApp,
+        sock: socket.socket,
+        options: EngineOptions,
+        *,
+        shutdown_trigger: Callable[[], Awaitable[object]],
+        task_status: trio.TaskStatus[None],
+    ) -> None: ...
+
+
+def _hypercorn() -> Engine:
+    from .hypercorn import serve
+
+    return serve
+
+
+#: Engine names (WEB_SERVER_ENGINE) and how to load them: imported only when used.
+ENGINES: dict[str, Callable[[], Engine]] = {"hypercorn": _hypercorn}
+
+
+def get_engine(name: str) -> Engine:
+    return ENGINES[name]()

@@ -1,0 +1,61 @@
+"""The routes of every HTTP entrypoint of a runner, on one werkzeug ``Map``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from werkzeug.routing import Map, MapAdapter, Rule
+
+from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .handlers import HttpEntrypoint
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Maps (path, method) to an entrypoint; werkzeug raises NotFound, MethodNotAllowed
+    or RequestRedirect (a missing trailing slash) when none fits."""
+
+    def __init__(self) -> None:
+        self._map = Map(strict_slashes=True)
+        self.entrypoints: list[HttpEntrypoint] = []
+        self._declared: dict[tuple[str, str], HttpEntrypoint] = {}
+
+    def add(self, entrypoint: HttpEntrypoint) -> None:
+        """Add a route; raise ConfigurationError when its method and rule are taken."""
+        for method in entrypoint.methods:
+            other = self._declared.get((method, entrypoint.url))
+            if other is not None:
+                raise ConfigurationError(
+                    f"{entrypoint.qualified_name}: {method} {entrypoint.url} is already "
+                    f"served by {other.qualified_name}"
+                )
+        for method in entrypoint.methods:
+            self._declared[(method, entrypoint.url)] = entrypoint
+        self._map.add(
+            Rule(entrypoint.url, endpoint=len(self.entrypoints), methods=entrypoint.methods)
+        )
+        self.entrypoints.append(entrypoint)
+
+    def bind(self, path: str, query: str = "") -> MapAdapter:
+        return self._map.bind("localhost", path_info=path, query_args=query)
+
+    def match(self, adapter: MapAdapter, method: str) -> tuple[HttpEntrypoint, dict[str, object]]:
+        rule, arguments = adapter.match(method=method, return_rule=True)
+        return self.entrypoints[rule.endpoint], arguments  # type: ignore[index]
+
+    def allowed_methods(self, adapter: MapAdapter) -> list[str]:
+        """The methods served at the adapter's path, OPTIONS included (answered by us)."""
+        methods = set(adapter.allowed_methods())
+        if methods:
+            methods.add("OPTIONS")
+        return sorted(methods)
+
+    def routes(self) -> list[tuple[str, str, str]]:
+        """(methods, rule, handler) for each route, in declaration order."""
+        return [
+            (",".join(entrypoint.methods), entrypoint.url, entrypoint.qualified_name)
+            for entrypoint in self.entrypoints
+        ]
