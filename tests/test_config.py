@@ -81,7 +81,9 @@ def test_defaults_cannot_be_changed() -> None:
 
 @pytest.mark.parametrize("empty", [None, {}])
 @pytest.mark.parametrize(("key", "default"), list(EXPECTED_DEFAULTS.items()))
-def test_every_key_has_its_default(empty: dict[str, object] | None, key: str, default: object) -> None:
+def test_every_key_has_its_default(
+    empty: dict[str, object] | None, key: str, default: object
+) -> None:
     config = Config(empty)
     assert config[key] == default
     assert type(config[key]) is type(DEFAULTS[key]) or key == "WEBSOCKET_HUB_CONFIG"
@@ -239,7 +241,11 @@ def test_bool_is_never_a_hub_number(sub: str, value: bool) -> None:
         ("WEB_SERVER_TIMEOUT", "30", "^WEB_SERVER_TIMEOUT='30': expected a number of seconds"),
         ("WEB_SERVER_TIMEOUT", math.nan, "^WEB_SERVER_TIMEOUT=nan: expected a number of seconds"),
         ("WEB_SERVER_TIMEOUT", None, "^WEB_SERVER_TIMEOUT=None: expected a number of seconds"),
-        ("WEB_SERVER_MAX_BODY_SIZE", -1, "^WEB_SERVER_MAX_BODY_SIZE=-1: expected a number of bytes"),
+        (
+            "WEB_SERVER_MAX_BODY_SIZE",
+            -1,
+            "^WEB_SERVER_MAX_BODY_SIZE=-1: expected a number of bytes",
+        ),
         ("WEB_SERVER_MAX_BODY_SIZE", 1.5, "^WEB_SERVER_MAX_BODY_SIZE=1.5: expected a number of"),
         ("WEB_SERVER_CORS", "*", r"^WEB_SERVER_CORS='\*': expected a mapping of CORS options"),
         ("WEB_SERVER_CORS", ["*"], r"^WEB_SERVER_CORS=\['\*'\]: expected a mapping"),
@@ -257,8 +263,16 @@ def test_bool_is_never_a_hub_number(sub: str, value: bool) -> None:
         ("WEBSOCKET_PATH", None, "^WEBSOCKET_PATH=None: expected a URL path"),
         ("WEBSOCKET_HUB_CONFIG", None, "^WEBSOCKET_HUB_CONFIG=None: expected a mapping"),
         ("WEBSOCKET_HUB_CONFIG", [1], r"^WEBSOCKET_HUB_CONFIG=\[1\]: expected a mapping"),
-        ("SHUTDOWN_GRACE_PERIOD", -1, "^SHUTDOWN_GRACE_PERIOD=-1: expected a number of seconds >= 0$"),
-        ("SHUTDOWN_GRACE_PERIOD", "10", "^SHUTDOWN_GRACE_PERIOD='10': expected a number of seconds"),
+        (
+            "SHUTDOWN_GRACE_PERIOD",
+            -1,
+            "^SHUTDOWN_GRACE_PERIOD=-1: expected a number of seconds >= 0$",
+        ),
+        (
+            "SHUTDOWN_GRACE_PERIOD",
+            "10",
+            "^SHUTDOWN_GRACE_PERIOD='10': expected a number of seconds",
+        ),
         ("SHUTDOWN_GRACE_PERIOD", -math.inf, "^SHUTDOWN_GRACE_PERIOD=-inf: expected a number"),
         ("BROKER_URL", "amqp://guest@localhost", "^BROKER_URL='amqp://guest@localhost': expected"),
         ("BROKER_URL", "memory", "^BROKER_URL='memory': expected 'memory://' or 'redis://host"),
@@ -300,7 +314,7 @@ def test_newlines_in_values_stay_on_one_line() -> None:
 
 
 def test_first_bad_key_is_reported() -> None:
-    config_error({"RPC_TIMEOUT": -1, "WEB_SERVER_TIMOUT": 1}, "^WEB_SERVER_TIMOUT=")
+    config_error({"RPC_TIMEOUT": -1, "WEB_SERVER_TIMOUT": 1}, "^WEB_SERVER_TIMOUT: unknown")
 
 
 # --- unknown keys --------------------------------------------------------------------------------
@@ -324,7 +338,9 @@ def test_first_bad_key_is_reported() -> None:
     ],
 )
 def test_unknown_key_suggests_the_closest(key: str, suggestion: str) -> None:
-    message = config_error({key: 1}, f"^{key}=1: unknown triosvc key; did you mean {suggestion}\\?$")
+    message = config_error(
+        {key: 1}, f"^{key}: unknown triosvc key; did you mean {suggestion}\\?$"
+    )
     assert message.count("did you mean") == 1
 
 
@@ -332,7 +348,7 @@ def test_unknown_key_suggests_the_closest(key: str, suggestion: str) -> None:
     "key", ["WEB_SERVER_HOST", "WEB_X", "RPC_RETRIES", "BROKER_OPTIONS", "SHUTDOWN_SIGNAL"]
 )
 def test_unknown_key_without_a_close_match(key: str) -> None:
-    message = config_error({key: 1}, f"^{key}=1: unknown triosvc key; ")
+    message = config_error({key: 1}, f"^{key}: unknown triosvc key; ")
     assert "did you mean" not in message
     assert "reserved for triosvc" in message
 
@@ -345,7 +361,7 @@ def test_non_string_keys_are_errors(key: object) -> None:
 
 @pytest.mark.parametrize("mapping", [[("RPC_TIMEOUT", 1)], "RPC_TIMEOUT=1", 3])
 def test_config_must_be_a_mapping(mapping: object) -> None:
-    with pytest.raises(ConfigurationError, match="^config must be a mapping") as info:
+    with pytest.raises(ConfigurationError, match=r"^config must be a mapping") as info:
         Config(mapping)  # type: ignore[arg-type]
     one_line(info.value)
 
@@ -421,8 +437,8 @@ def test_hub_config_in_the_mapping_is_read_only() -> None:
         ("heartbeat_interval", -1, r"expected a number of seconds >= 0 \(0 disables heartbeats\)$"),
         ("heartbeat_interval", "30", "expected a number of seconds >= 0"),
         ("heartbeat_interval", math.nan, "expected a number of seconds >= 0"),
-        ("max_message_size", 0, "expected bytes, >= 1$"),
-        ("max_message_size", -1, "expected bytes, >= 1$"),
+        ("max_message_size", 0, "expected a number of bytes >= 1$"),
+        ("max_message_size", -1, "expected a number of bytes >= 1$"),
         ("send_buffer", 0, "expected a number of messages >= 1$"),
         ("send_buffer", None, "expected a number of messages >= 1$"),
         ("send_buffer", True, "expected a number of messages >= 1$"),
@@ -501,7 +517,7 @@ def test_address_forms(value: object, host: str, port: int, text: str) -> None:
         ("host:80 ", r"expected \[host:\]port or \[ipv6\]:port$"),
         ("host:-1", r"expected \[host:\]port or \[ipv6\]:port$"),
         ("host:+80", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:８０", r"expected \[host:\]port or \[ipv6\]:port$"),
+        ("host:\uff18\uff10", r"expected \[host:\]port or \[ipv6\]:port$"),
         ("65536", "expected a port from 0 to 65535"),
         ("host:99999", "expected a port from 0 to 65535"),
         (65536, "expected a port from 0 to 65535"),
@@ -551,16 +567,16 @@ def test_config_cannot_be_changed() -> None:
     with pytest.raises(TypeError):
         del config["RPC_TIMEOUT"]  # type: ignore[attr-defined]
     with pytest.raises(AttributeError, match="immutable"):
-        config._data = {}  # type: ignore[misc]
+        config._data = {}
     with pytest.raises(AttributeError, match="immutable"):
         del config._data
     with pytest.raises(AttributeError, match="immutable"):
-        config.extra = 1  # type: ignore[attr-defined]
+        config.extra = 1
     assert config == Config()
 
 
 def test_config_does_not_follow_changes_to_the_given_mapping() -> None:
-    cors = {"origins": ["https://a.example"]}
+    cors: dict[str, object] = {"origins": ["https://a.example"]}
     given: dict[str, object] = {"WEB_SERVER_TIMEOUT": 5, "WEB_SERVER_CORS": cors}
     config = Config(given)
     given["WEB_SERVER_TIMEOUT"] = 6
@@ -609,7 +625,8 @@ def test_mapping_protocol() -> None:
     assert len(config) == len(EXPECTED_DEFAULTS) + 1
     assert config.get("MISSING", "fallback") == "fallback"
     assert "RPC_TIMEOUT" in config
-    assert 1 not in config
+    not_a_string: object = 1
+    assert not_a_string not in config
     with pytest.raises(KeyError):
         config["MISSING"]
     assert config == {**EXPECTED_DEFAULTS, **SAMPLE, "WEB_SERVER_ADDRESS": "0.0.0.0:9000",
@@ -627,7 +644,7 @@ def test_evolve_replaces_keys_and_validates() -> None:
     assert changed.settings.address == config.settings.address
     assert config["RPC_TIMEOUT"] == 2.5  # the original is untouched
     assert config.evolve() == config
-    with pytest.raises(ConfigurationError, match="^RPC_TIMEOUT=-1: "):
+    with pytest.raises(ConfigurationError, match=r"^RPC_TIMEOUT=-1: "):
         config.evolve(RPC_TIMEOUT=-1)
     with pytest.raises(ConfigurationError, match="did you mean RPC_TIMEOUT"):
         config.evolve(RPC_TIMOUT=1)
@@ -692,7 +709,11 @@ def load_value(tmp_path: Path, yaml_value: str, environ: dict[str, str]) -> obje
         ("${V}", {"V": "a: b"}, "a: b"),
         ("${V}", {"V": "- x"}, "- x"),
         ("${V}", {"V": "*anchor"}, "*anchor"),
-        ("${V}", {"V": "!!python/object/apply:os.system ['true']"}, "!!python/object/apply:os.system ['true']"),  # noqa: E501
+        (
+            "${V}",
+            {"V": "!!python/object/apply:os.system ['true']"},
+            "!!python/object/apply:os.system ['true']",
+        ),
         ("${V}", {"V": "<<"}, "<<"),
         ("${V}", {"V": "="}, "="),
         ("${V}", {"V": "x # comment"}, "x # comment"),
@@ -866,7 +887,7 @@ def test_file_is_not_validated_by_loading(tmp_path: Path) -> None:
     path = write(tmp_path, "RPC_TIMEOUT: -1\n")
     data = load_config_file(path, {})
     assert data == {"RPC_TIMEOUT": -1}
-    with pytest.raises(ConfigurationError, match="^RPC_TIMEOUT=-1: "):
+    with pytest.raises(ConfigurationError, match=r"^RPC_TIMEOUT=-1: "):
         Config(data)
 
 

@@ -341,7 +341,10 @@ def _hub(value: object) -> tuple[HubSettings, Mapping[str, object]]:
             expected="expected a number of seconds >= 0 (0 disables heartbeats)",
         ),
         max_message_size=_integer(
-            name("max_message_size"), merged["max_message_size"], 1, "expected bytes, >= 1"
+            name("max_message_size"),
+            merged["max_message_size"],
+            1,
+            "expected a number of bytes >= 1",
         ),
         send_buffer=_integer(
             name("send_buffer"), merged["send_buffer"], 1, "expected a number of messages >= 1"
@@ -361,7 +364,11 @@ def _suggest(key: object, known: Iterable[str]) -> str | None:
     # A name in the key's own group (same first word) wins over a closer one in another group:
     # WEB_TIMEOUT means WEB_SERVER_TIMEOUT rather than RPC_TIMEOUT.
     candidates = [(_closeness(key, name), name) for name in known]
-    close = [(shared > 0, ratio, name) for (shared, ratio), name in candidates if ratio >= _SUGGESTION_CUTOFF]
+    close = [
+        (shared > 0, ratio, name)
+        for (shared, ratio), name in candidates
+        if ratio >= _SUGGESTION_CUTOFF
+    ]
     return max(close)[2] if close else None
 
 
@@ -395,7 +402,8 @@ def _validate(mapping: object) -> tuple[Mapping[str, object], Settings]:
                 else "names starting with WEB_, WEBSOCKET_, RPC_, BROKER_ or SHUTDOWN_ are"
                 " reserved for triosvc's settings"
             )
-            raise _error(key, value, f"unknown triosvc key; {why}")
+            # The value is left out: an unknown key may well hold a secret.
+            raise _config_error(f"{key}: unknown triosvc key; {why}")
         data[key] = value
 
     try:

@@ -19,11 +19,11 @@ has slots.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -38,6 +38,8 @@ from .extensions import DependencyProvider, Entrypoint, overrides
 from .service import inspect_service
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
     from .service import ServiceDefinition
 
 __all__ = ["ContainerStatistics", "ServiceContainer", "WorkerSlot"]
@@ -284,10 +286,9 @@ class _ThreadHold:
         try:
             return function()
         finally:
-            try:
+            # If trio has ended, its slots have ended with it.
+            with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._slot.release)
-            except trio.RunFinishedError:
-                pass  # trio has ended, and its slots with it
 
     def task_done(self) -> None:
         # Called in trio once to_thread returned or was cancelled: if the thread never

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .container import ServiceContainer
     from .extensions import Entrypoint
 
@@ -49,9 +50,11 @@ class WorkerContext:
     def call_id_stack(self) -> list[str]:
         """The ids of the calls that led here, oldest first, ending with this call's."""
         parents = self.data.get(CALL_ID_STACK_KEY) or []
-        if isinstance(parents, str):
+        if isinstance(parents, str):  # from a header: comma-separated
             parents = [part.strip() for part in parents.split(",") if part.strip()]
-        stack = [str(call_id) for call_id in parents]  # type: ignore[union-attr]
+        if not isinstance(parents, (list, tuple)):
+            parents = []
+        stack = [str(call_id) for call_id in parents]
         stack.append(self.call_id)
         return stack[-CALL_ID_STACK_LIMIT:]
 

@@ -21,11 +21,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
-import trio
-
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    import trio
+
     from ..config import Config
     from .container import ServiceContainer
     from .context import WorkerContext

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..config import Config
 from ..exceptions import ConfigurationError
 from .container import ServiceContainer
-from .extensions import SharedExtension
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from .extensions import SharedExtension
 
 __all__ = ["ServiceRunner", "open_services", "run_services"]
 

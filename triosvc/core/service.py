@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ..exceptions import ConfigurationError
 from .extensions import DependencyProvider, Entrypoint, entrypoints_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["ServiceDefinition", "inspect_service"]
 
@@ -35,8 +38,7 @@ def inspect_service(cls: object) -> ServiceDefinition:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise ConfigurationError(
-            f"{cls.__qualname__}.name must be a non-empty string naming the service, "
-            f"got {name!r}"
+            f"{cls.__qualname__}.name must be a non-empty string naming the service, got {name!r}"
         )
     try:
         inspect.signature(cls).bind()

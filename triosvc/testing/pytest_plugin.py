@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import pytest
-import trio
 
 from ..runners import ServiceRunner, run_services
+
+if TYPE_CHECKING:
+    import trio
 
 RunnerFactory = Callable[..., Awaitable[ServiceRunner]]
 

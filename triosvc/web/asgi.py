@@ -21,10 +21,11 @@ from werkzeug.wrappers import Request, Response
 
 from ..exceptions import PayloadTooLarge, RequestTimeout
 from .responses import error_response, json_error, redirect_response
-from .routing import Router
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .handlers import HttpEntrypoint
+    from .routing import Router
 
 __all__ = ["ASGIApp", "Scope", "ServicesApp", "build_environ"]
 
@@ -64,7 +65,9 @@ class ServicesApp:
         method = str(scope["method"])
         if self.draining:
             response = json_error(
-                503, "ServiceUnavailable", "the service is shutting down; try another instance",
+                503,
+                "ServiceUnavailable",
+                "the service is shutting down; try another instance",
                 [_CLOSE, ("Retry-After", "1")],
             )
             await send_response(send, response, method)
@@ -83,20 +86,23 @@ class ServicesApp:
                 response = self._options(adapter, _headers(scope), allowed)
             else:
                 response = json_error(
-                    405, "MethodNotAllowed",
+                    405,
+                    "MethodNotAllowed",
                     f"{method} is not allowed on {path}; allowed: {', '.join(allowed)}",
                     [("Allow", ", ".join(allowed))],
                 )
         else:
             origin = _header(scope, b"origin")
             deadline = arrival + (entrypoint.timeout or 0)
-            body, response = await self._read_body(scope, receive, deadline)
+            body, refusal = await self._read_body(scope, receive, deadline)
             if body is not None:
                 request = Request(build_environ(scope, body))
                 response = await entrypoint.handle(
                     request, arguments, deadline=deadline, data=self._context_data(scope)
                 )
-            if response is None:  # the client went away mid-body
+            elif refusal is not None:
+                response = refusal
+            else:  # the client went away mid-body
                 return
             policy = entrypoint.cors_policy
             if origin is not None and policy is not None and policy.allows_origin(origin):
@@ -111,41 +117,17 @@ class ServicesApp:
         origin = headers.get("origin")
         requested = headers.get("access-control-request-method")
         if origin is not None and requested is not None:
-            policies = []
+            by_method: dict[str, HttpEntrypoint] = {}
             for candidate in allowed:
                 try:
-                    entrypoint, _ = self.router.match(adapter, candidate)
+                    by_method[candidate] = self.router.match(adapter, candidate)[0]
                 except (NotFound, MethodNotAllowed, RequestRedirect):
                     continue
-                policies.append((candidate, entrypoint))
-            if any(e.cors_policy is not None for _, e in policies):
-                return self._preflight(origin, requested.upper(), headers, policies)
+            if any(e.cors_policy is not None for e in by_method.values()):
+                return _preflight(origin, requested.upper(), headers, by_method)
         response = Response(None, status=204)
         response.headers.remove("Content-Type")
         response.headers["Allow"] = ", ".join(allowed)
-        return response
-
-    def _preflight(
-        self, origin: str, requested: str, headers: dict[str, str], policies: list[tuple[str, object]]
-    ) -> Response:
-        request_headers = [
-            h.strip().lower()
-            for h in headers.get("access-control-request-headers", "").split(",")
-            if h.strip()
-        ]
-        target = next((e for method, e in policies if method == requested), None)
-        policy = getattr(target, "cors_policy", None)
-        if policy is None:
-            reason = f"method {requested} is not allowed from {origin}"
-        else:
-            reason = policy.preflight_refusal(origin, requested, request_headers, target.methods)  # type: ignore[union-attr]
-        if reason is not None:
-            LOGGER.info("CORS preflight refused: %s", reason)
-            return json_error(403, "Forbidden", f"CORS preflight refused: {reason}")
-        response = Response(None, status=204)
-        response.headers.remove("Content-Type")
-        for name, value in policy.preflight_headers(origin, request_headers, target.methods):  # type: ignore[union-attr]
-            response.headers.add(name, value)
         return response
 
     async def _read_body(
@@ -188,6 +170,31 @@ class ServicesApp:
                 key = name[len(prefix) :].decode("latin-1").replace("-", "_")
                 data[key] = value.decode("latin-1")
         return data
+
+
+def _preflight(
+    origin: str, requested: str, headers: dict[str, str], by_method: dict[str, HttpEntrypoint]
+) -> Response:
+    """Answer a CORS preflight for the endpoint that serves the ``requested`` method."""
+    request_headers = [
+        h.strip().lower()
+        for h in headers.get("access-control-request-headers", "").split(",")
+        if h.strip()
+    ]
+    target = by_method.get(requested)
+    policy = target.cors_policy if target is not None else None
+    if target is None or policy is None:
+        reason: str | None = f"method {requested} is not allowed from {origin}"
+    else:
+        reason = policy.preflight_refusal(origin, requested, request_headers, target.methods)
+    if reason is not None or target is None or policy is None:
+        LOGGER.info("CORS preflight refused: %s", reason)
+        return json_error(403, "Forbidden", f"CORS preflight refused: {reason}")
+    response = Response(None, status=204)
+    response.headers.remove("Content-Type")
+    for name, value in policy.preflight_headers(origin, request_headers, target.methods):
+        response.headers.add(name, value)
+    return response
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -235,8 +242,8 @@ async def _stream(response: Response) -> AsyncIterator[bytes]:
     """The chunks of a streamed body; a plain iterator is advanced in a thread (it may block)."""
     source = response.response
     if hasattr(source, "__aiter__"):
-        async for chunk in source:  # type: ignore[attr-defined]
-            yield chunk.encode(response.charset) if isinstance(chunk, str) else bytes(chunk)
+        async for chunk in source:
+            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
         return
     iterator: Iterator[bytes] = iter(response.iter_encoded())
     done = object()
@@ -244,7 +251,7 @@ async def _stream(response: Response) -> AsyncIterator[bytes]:
         chunk = await trio.to_thread.run_sync(next, iterator, done)
         if chunk is done:
             return
-        yield chunk  # type: ignore[misc]
+        yield chunk
 
 
 def build_environ(scope: Scope, body: bytes) -> dict[str, object]:

@@ -35,7 +35,9 @@ class CorsPolicy:
     def from_mapping(cls, options: object, *, where: str) -> CorsPolicy:
         """Validate a ``cors=`` mapping; ``where`` names it in error messages."""
         if not isinstance(options, Mapping):
-            raise ConfigurationError(f"{where}: expected a mapping of CORS options, got {options!r}")
+            raise ConfigurationError(
+                f"{where}: expected a mapping of CORS options, got {options!r}"
+            )
         unknown = sorted(str(key) for key in options if key not in _KEYS)
         if unknown:
             raise ConfigurationError(
@@ -57,17 +59,25 @@ class CorsPolicy:
             methods = tuple(m.upper() for m in _strings(methods_value, f"{where}.methods"))
         credentials = options.get("credentials", False)
         if not isinstance(credentials, bool):
-            raise ConfigurationError(f"{where}.credentials: expected true or false, got {credentials!r}")
+            raise ConfigurationError(
+                f"{where}.credentials: expected true or false, got {credentials!r}"
+            )
         max_age = options.get("max_age")
         if max_age is not None and (
             isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0
         ):
-            raise ConfigurationError(f"{where}.max_age: expected seconds as an integer >= 0, got {max_age!r}")
+            raise ConfigurationError(
+                f"{where}.max_age: expected seconds as an integer >= 0, got {max_age!r}"
+            )
         return cls(
             origins=origins,
             methods=methods,
-            headers=tuple(h.lower() for h in _strings(options.get("headers", ()), f"{where}.headers")),
-            expose_headers=tuple(_strings(options.get("expose_headers", ()), f"{where}.expose_headers")),
+            headers=tuple(
+                h.lower() for h in _strings(options.get("headers", ()), f"{where}.headers")
+            ),
+            expose_headers=tuple(
+                _strings(options.get("expose_headers", ()), f"{where}.expose_headers")
+            ),
             credentials=credentials,
             max_age=max_age,
         )
@@ -90,7 +100,11 @@ class CorsPolicy:
         return headers
 
     def preflight_refusal(
-        self, origin: str, method: str, request_headers: Iterable[str], endpoint_methods: Sequence[str]
+        self,
+        origin: str,
+        method: str,
+        request_headers: Iterable[str],
+        endpoint_methods: Sequence[str],
     ) -> str | None:
         """Why a preflight is refused, or None when it is allowed."""
         if not self.allows_origin(origin):

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 import trio
 from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request, Response
 
 from ..core.extensions import Entrypoint
 from ..exceptions import ConfigurationError, Timeout
@@ -29,6 +28,8 @@ from .responses import error_response, to_response
 from .server import WebServer
 
 if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
+
     from ..core.container import ServiceContainer
 
 __all__ = ["KNOWN_METHODS", "HttpEntrypoint", "http"]
@@ -51,7 +52,7 @@ class HttpEntrypoint(Entrypoint):
         arguments: frozenset[str],
         *,
         expected_exceptions: tuple[type[BaseException], ...] = (),
-        cors: CorsPolicy | None | bool = None,
+        cors: CorsPolicy | bool | None = None,
         timeout: float | None = None,
         middleware: tuple[Middleware, ...] = (),
     ) -> None:
@@ -151,7 +152,7 @@ def http(
     url: str,
     *,
     expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-    cors: Mapping[str, object] | None | bool = None,
+    cors: Mapping[str, object] | bool | None = None,
     timeout: float | None = None,
     middleware: Sequence[Middleware] = (),
 ) -> Callable[[F], F]:
@@ -220,10 +221,10 @@ def _exception_classes(value: object, where: str) -> tuple[type[BaseException], 
             raise ConfigurationError(
                 f"{where}: expected_exceptions must be exception classes, got {cls!r}"
             )
-    return classes  # type: ignore[return-value]
+    return classes
 
 
-def _cors(value: object, where: str) -> CorsPolicy | None | bool:
+def _cors(value: object, where: str) -> CorsPolicy | bool | None:
     if value is None or value is False:
         return value
     return CorsPolicy.from_mapping(value, where=f"{where}: cors")

@@ -32,10 +32,14 @@ class RunInThread(Protocol):
 def check_middleware(middleware: object, where: str) -> tuple[Middleware, ...]:
     """Validate a list of middleware callables; ``where`` names it in the error."""
     if isinstance(middleware, (str, bytes)) or not isinstance(middleware, (list, tuple)):
-        raise ConfigurationError(f"{where}: expected a list of middleware callables, got {middleware!r}")
+        raise ConfigurationError(
+            f"{where}: expected a list of middleware callables, got {middleware!r}"
+        )
     for item in middleware:
         if not callable(item):
-            raise ConfigurationError(f"{where}: {item!r} is not callable; a middleware is mw(request, call_next)")
+            raise ConfigurationError(
+                f"{where}: {item!r} is not callable; a middleware is mw(request, call_next)"
+            )
     return tuple(middleware)
 
 

@@ -67,7 +67,9 @@ def _body_response(body: object, status: int, headers: object, handler: str) -> 
         try:
             text = json.dumps(body)
         except (TypeError, ValueError) as exc:
-            raise UnsupportedReturnValue(f"{handler} returned a body JSON cannot encode: {exc}") from exc
+            raise UnsupportedReturnValue(
+                f"{handler} returned a body JSON cannot encode: {exc}"
+            ) from exc
         response = Response(text, status=status, content_type=JSON)
     else:
         raise UnsupportedReturnValue(
@@ -90,11 +92,15 @@ def _header_list(headers: object, handler: str) -> list[tuple[str, str]]:
     elif isinstance(headers, Sequence) and not isinstance(headers, (str, bytes)):
         items = list(headers)
     else:
-        raise UnsupportedReturnValue(f"{handler} returned headers {headers!r}; expected a dict or a list of pairs")
+        raise UnsupportedReturnValue(
+            f"{handler} returned headers {headers!r}; expected a dict or a list of pairs"
+        )
     pairs: list[tuple[str, str]] = []
     for item in items:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise UnsupportedReturnValue(f"{handler} returned header {item!r}; expected a (name, value) pair")
+            raise UnsupportedReturnValue(
+                f"{handler} returned header {item!r}; expected a (name, value) pair"
+            )
         name, value = item
         pairs.append((str(name), str(value)))
     return pairs
@@ -136,7 +142,11 @@ def error_response(
     if isinstance(exc, HttpError):
         LOGGER.log(
             logging.WARNING if exc.status_code >= 500 else logging.INFO,
-            "%s: %s %s: %s", handler, exc.status_code, type(exc).__name__, exc.message,
+            "%s: %s %s: %s",
+            handler,
+            exc.status_code,
+            type(exc).__name__,
+            exc.message,
         )
         headers = [("Retry-After", "1")] if exc.status_code == 503 else []
         return json_error(exc.status_code, type(exc).__name__, exc.message, headers)
@@ -158,7 +168,9 @@ def error_response(
         LOGGER.error("%s failed", handler, exc_info=exc)
     if debug:
         details = "".join(traceback.format_exception(exc))
-        return json_error(500, "InternalServerError", f"{type(exc).__name__}: {exc}", extra={"traceback": details})
+        return json_error(
+            500, "InternalServerError", f"{type(exc).__name__}: {exc}", extra={"traceback": details}
+        )
     return json_error(500, "InternalServerError", "internal server error")
 
 
@@ -167,5 +179,7 @@ def redirect_response(redirect: RequestRedirect) -> Response:
     response = Response(None, status=redirect.code)
     response.headers.remove("Content-Type")
     # A relative Location (RFC 9110 allows it) never echoes a client's Host header.
-    response.headers["Location"] = urlsplit(redirect.new_url)._replace(scheme="", netloc="").geturl()
+    response.headers["Location"] = (
+        urlsplit(redirect.new_url)._replace(scheme="", netloc="").geturl()
+    )
     return response

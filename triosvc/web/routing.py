@@ -44,7 +44,8 @@ class Router:
 
     def match(self, adapter: MapAdapter, method: str) -> tuple[HttpEntrypoint, dict[str, object]]:
         rule, arguments = adapter.match(method=method, return_rule=True)
-        return self.entrypoints[rule.endpoint], arguments  # type: ignore[index]
+        index: int = rule.endpoint
+        return self.entrypoints[index], dict(arguments)
 
     def allowed_methods(self, adapter: MapAdapter) -> list[str]:
         """The methods served at the adapter's path, OPTIONS included (answered by us)."""

@@ -68,7 +68,11 @@ class WebServer(SharedExtension):
         serve = get_engine(settings.engine)
         try:
             await serve(
-                self.app, sock, options, shutdown_trigger=self._shutdown.wait, task_status=task_status
+                self.app,
+                sock,
+                options,
+                shutdown_trigger=self._shutdown.wait,
+                task_status=task_status,
             )
         finally:
             self._url = None
@@ -86,7 +90,9 @@ def bind_socket(address: Address) -> socket.socket:
             address.host or None, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise ConfigurationError(f"{where}: cannot resolve host {address.host!r}: {exc.strerror}") from None
+        raise ConfigurationError(
+            f"{where}: cannot resolve host {address.host!r}: {exc.strerror}"
+        ) from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

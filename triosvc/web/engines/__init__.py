@@ -9,14 +9,16 @@ within ``options.graceful_timeout``, and returns.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
-import trio
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Awaitable, Callable
+
+    import trio
+
     from ..asgi import ASGIApp
 
 __all__ = ["ENGINES", "Engine", "EngineOptions", "get_engine"]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-import socket
 import sys
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Awaitable, Callable
+
+    import trio
+
     from ..asgi import ASGIApp
     from . import EngineOptions
 
@@ -44,6 +46,6 @@ async def serve(
     await hypercorn_serve(
         app,  # type: ignore[arg-type]
         config,
-        shutdown_trigger=shutdown_trigger,
+        shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
         task_status=task_status,  # type: ignore[arg-type]
     )
