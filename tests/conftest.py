@@ -32,7 +32,8 @@ def local_config() -> dict[str, object]:
 @asynccontextmanager
 async def _http_client(runner: ServiceRunner) -> AsyncIterator[httpx.AsyncClient]:
     assert runner.url is not None
-    async with httpx.AsyncClient(base_url=runner.url) as client:
+    # verify=False: plain HTTP on loopback; building a TLS context per client is slow.
+    async with httpx.AsyncClient(base_url=runner.url, verify=False) as client:
         yield client
 
 

@@ -338,9 +338,7 @@ def test_first_bad_key_is_reported() -> None:
     ],
 )
 def test_unknown_key_suggests_the_closest(key: str, suggestion: str) -> None:
-    message = config_error(
-        {key: 1}, f"^{key}: unknown triosvc key; did you mean {suggestion}\\?$"
-    )
+    message = config_error({key: 1}, f"^{key}: unknown triosvc key; did you mean {suggestion}\\?$")
     assert message.count("did you mean") == 1
 
 

@@ -59,7 +59,9 @@ async def test_headers_over_the_limit_are_refused(runner_factory, local_config, 
     runner = await runner_factory(local_config, EchoService)
     huge = b"X-Huge: " + b"a" * 70_000 + b"\r\n"
     with trio.fail_after(SOCKET_TEST_TIMEOUT):
-        answer = await raw_exchange(runner.url, b"GET /echo HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n")
+        answer = await raw_exchange(
+            runner.url, b"GET /echo HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n"
+        )
         assert answer == b"" or status_of(answer) in (400, 431)
         await assert_still_serving(http_client, runner)
 
@@ -95,7 +97,9 @@ async def test_non_utf8_path_and_query_do_not_break_the_server(
         await assert_still_serving(http_client, runner)
 
 
-async def test_client_leaving_mid_body_loses_nothing_else(runner_factory, local_config, http_client):
+async def test_client_leaving_mid_body_loses_nothing_else(
+    runner_factory, local_config, http_client
+):
     runner = await runner_factory(local_config, EchoService)
     with trio.fail_after(SOCKET_TEST_TIMEOUT):
         host, port = runner.url.removeprefix("http://").rsplit(":", 1)

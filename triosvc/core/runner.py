@@ -93,7 +93,9 @@ class ServiceRunner:
 
     # -- running ------------------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[ServiceRunner]) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[ServiceRunner] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the services until :meth:`stop` (or cancellation) and a graceful stop.
 
         ``task_status.started(self)`` is called once every server accepts work. A
@@ -151,7 +153,7 @@ class ServiceRunner:
                         self._log_started()
                         task_status.started()
                         await self._stop_requested.wait()
-                        LOGGER.info("stopping: draining calls for up to %ss", grace)
+                        LOGGER.info("draining in-flight calls for up to %gs", grace)
                         deadline = trio.current_time() + grace
                         for extension in self._shared.values():
                             extension.stop_accepting()
@@ -197,13 +199,20 @@ async def run_services(
 async def open_services(
     config: Config | Mapping[str, object] | None, *services: type
 ) -> AsyncIterator[ServiceRunner]:
-    """``async with open_services(config, A, B) as runner:`` runs them for the block."""
-    async with trio.open_nursery() as nursery:
-        runner: ServiceRunner = await nursery.start(run_services, config, *services)
-        try:
-            yield runner
-        finally:
-            runner.request_stop()
+    """``async with open_services(config, A, B) as runner:`` runs them for the block.
+
+    As with :func:`run_services`, a failure to start is raised as itself; so is an
+    exception from the block, rather than inside the nursery's exception group.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            runner: ServiceRunner = await nursery.start(run_services, config, *services)
+            try:
+                yield runner
+            finally:
+                runner.request_stop()
+    except BaseExceptionGroup as group:
+        raise _sole_exception(group) from None
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -97,9 +97,12 @@ class ServicesApp:
             body, refusal = await self._read_body(scope, receive, deadline)
             if body is not None:
                 request = Request(build_environ(scope, body))
-                response = await entrypoint.handle(
-                    request, arguments, deadline=deadline, data=self._context_data(scope)
-                )
+                try:
+                    response = await entrypoint.handle(
+                        request, arguments, deadline=deadline, data=self._context_data(scope)
+                    )
+                finally:
+                    request.close()  # uploaded files' temporary files, as Flask does
             elif refusal is not None:
                 response = refusal
             else:  # the client went away mid-body
@@ -281,8 +284,10 @@ def build_environ(scope: Scope, body: bytes) -> dict[str, object]:
     for raw_name, raw_value in scope["headers"]:  # type: ignore[attr-defined]
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
-        if name == "content-length":
-            continue  # the body is read whole: CONTENT_LENGTH is its real length
+        if name in ("content-length", "transfer-encoding"):
+            # The body is read whole (and de-chunked): CONTENT_LENGTH is its real length.
+            # A chunked Transfer-Encoding left in would make werkzeug read no body at all.
+            continue
         if name == "content-type":
             environ["CONTENT_TYPE"] = value
             continue

@@ -149,7 +149,7 @@ class HttpEntrypoint(Entrypoint):
 
 def http(
     method: str,
-    url: str,
+    url: str | None = None,  # required; a default, so that a bare @http gets a clear error
     *,
     expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
     cors: Mapping[str, object] | bool | None = None,
@@ -209,7 +209,8 @@ def _rule(url: object, where: str) -> tuple[str, frozenset[str]]:
     try:
         rule = Rule(url, endpoint="check")
         Map([rule])  # compiles the rule: unknown converters and bad syntax fail here
-    except (ValueError, LookupError) as exc:
+    # TypeError: a converter's bad argument; SyntaxError: a variable name used twice.
+    except (ValueError, LookupError, TypeError, SyntaxError) as exc:
         raise ConfigurationError(f"{where}: invalid URL rule {url!r}: {exc}") from None
     return url, frozenset(rule.arguments)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from werkzeug.routing import Map, MapAdapter, Rule
@@ -12,6 +13,23 @@ if TYPE_CHECKING:
     from .handlers import HttpEntrypoint
 
 __all__ = ["Router"]
+
+#: A rule's variable: ``<name>``, ``<converter:name>`` or ``<converter(args):name>``.
+_VARIABLE = re.compile(r"<(?:([a-zA-Z_]\w*(?:\(.*?\))?):)?[a-zA-Z_]\w*>")
+
+
+def _shape(url: str) -> str:
+    """The rule with its variable names left out: ``/u/<int:a>`` and ``/u/<int:b>`` clash."""
+
+    def converter(match: re.Match[str]) -> str:
+        name = match.group(1) or "default"
+        return "<default>" if name == "string" else f"<{name}>"
+
+    return _VARIABLE.sub(converter, url)
+
+
+def _where(entrypoint: HttpEntrypoint) -> str:
+    return f"{entrypoint.container.service_cls.__qualname__}.{entrypoint.method_name}"
 
 
 class Router:
@@ -25,15 +43,16 @@ class Router:
 
     def add(self, entrypoint: HttpEntrypoint) -> None:
         """Add a route; raise ConfigurationError when its method and rule are taken."""
+        shape = _shape(entrypoint.url)
         for method in entrypoint.methods:
-            other = self._declared.get((method, entrypoint.url))
+            other = self._declared.get((method, shape))
             if other is not None:
                 raise ConfigurationError(
-                    f"{entrypoint.qualified_name}: {method} {entrypoint.url} is already "
-                    f"served by {other.qualified_name}"
+                    f"{_where(entrypoint)}: {method} {entrypoint.url} is already "
+                    f"served by {_where(other)} ({other.url})"
                 )
         for method in entrypoint.methods:
-            self._declared[(method, entrypoint.url)] = entrypoint
+            self._declared[(method, shape)] = entrypoint
         self._map.add(
             Rule(entrypoint.url, endpoint=len(self.entrypoints), methods=entrypoint.methods)
         )

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     import trio
 
-    from ..asgi import ASGIApp
+    from ..asgi import ASGIApp, Receive, Scope, Send
     from . import EngineOptions
 
 __all__ = ["serve"]
@@ -44,8 +44,46 @@ async def serve(
     config.accesslog = None
     config.errorlog = LOGGER
     await hypercorn_serve(
-        app,  # type: ignore[arg-type]
+        _refuse_ambiguous_framing(app),  # type: ignore[arg-type]
         config,
         shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
         task_status=task_status,  # type: ignore[arg-type]
     )
+
+
+#: The answer to a request whose body length is ambiguous (SPEC §4.2 error body).
+_AMBIGUOUS_BODY = (
+    b'{"error": "BadRequest", "message": "a request may not carry both Content-Length '
+    b'and Transfer-Encoding"}'
+)
+
+
+def _refuse_ambiguous_framing(app: ASGIApp) -> ASGIApp:
+    """Refuse requests with both Content-Length and Transfer-Encoding: 400, then close.
+
+    h11 lets Transfer-Encoding win, as RFC 9112 §6.3 permits, but a proxy in front may
+    have framed the body by Content-Length instead: the classic request smuggling. SPEC
+    §8 asks for a 400 and the connection closed (RFC 9112 §6.1 allows exactly that).
+    Two different Content-Lengths h11 already refuses the same way.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name for name, _ in scope["headers"]}  # type: ignore[attr-defined]
+            if b"content-length" in names and b"transfer-encoding" in names:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(_AMBIGUOUS_BODY)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _AMBIGUOUS_BODY})
+                return
+        await app(scope, receive, send)
+
+    return guarded
