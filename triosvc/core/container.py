@@ -112,6 +112,9 @@ class ServiceContainer:
         self._idle = trio.Event()
         self._idle.set()
         self._started: list[DependencyProvider] = []
+        #: Where work that outlives a call runs (the hooks of an abandoned thread); the
+        #: runner sets it to a nursery it closes after the last worker. None: no such work.
+        self.background: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return f"<ServiceContainer {self.name}>"
@@ -211,20 +214,35 @@ class ServiceContainer:
         worker_ctx.service = worker
         for attr_name, provider in self.dependencies.items():
             setattr(worker, attr_name, await provider.get_dependency(worker_ctx))
+        thread: _ThreadHold | None = None
         try:
             for provider in self._with_setup:
                 await provider.worker_setup(worker_ctx)
             if blocking:
-                result = await self.run_sync_in_thread(
-                    partial(method, worker, *args, **kwargs), slot
-                )
+                thread = _ThreadHold(slot, trio.lowlevel.current_trio_token())
+                result = await self._run_in_thread(partial(method, worker, *args, **kwargs), thread)
             else:
                 result = await method(worker, *args, **kwargs)  # type: ignore[misc]
         except BaseException as exc:
-            await self._finish_worker(worker_ctx, None, exc)
+            if thread is not None and thread.abandoned and self.background is not None:
+                # The thread still uses the worker's dependencies: its hooks wait for it.
+                slot.retain()
+                self.background.start_soon(self._finish_abandoned, worker_ctx, exc, thread, slot)
+            else:
+                await self._finish_worker(worker_ctx, None, exc)
             raise
         await self._finish_worker(worker_ctx, result, None)
         return result
+
+    async def _finish_abandoned(
+        self, worker_ctx: WorkerContext, exc: BaseException, thread: _ThreadHold, slot: WorkerSlot
+    ) -> None:
+        """Run an abandoned thread's hooks once it returns (or once the runner gives up)."""
+        try:
+            await thread.ended.wait()
+        finally:
+            await self._finish_worker(worker_ctx, None, exc)
+            slot.release()
 
     async def _finish_worker(
         self, worker_ctx: WorkerContext, result: object, exc: BaseException | None
@@ -250,6 +268,8 @@ class ServiceContainer:
                     failures.append(failure)
         if failures and not isinstance(exc, trio.Cancelled):
             raise failures[0]
+        for hook_failure in failures:  # nobody is left to answer: the log is all there is
+            LOGGER.error("%s: a worker hook failed", worker_ctx.call_id, exc_info=hook_failure)
 
     async def run_sync_in_thread(self, function: Callable[[], T], slot: WorkerSlot) -> T:
         """Run blocking ``function`` in a thread that holds ``slot`` until it returns.
@@ -257,26 +277,37 @@ class ServiceContainer:
         Cancellation abandons the thread (trio cannot stop it); the slot is released
         when the thread really ends.
         """
-        hold = _ThreadHold(slot, trio.lowlevel.current_trio_token())
-        slot.retain()
+        return await self._run_in_thread(
+            function, _ThreadHold(slot, trio.lowlevel.current_trio_token())
+        )
+
+    async def _run_in_thread(self, function: Callable[[], T], thread: _ThreadHold) -> T:
+        thread.slot.retain()
         try:
             return await trio.to_thread.run_sync(
-                partial(hold.run, function),
+                partial(thread.run, function),
                 abandon_on_cancel=True,
                 limiter=self._thread_limiter,
             )
         finally:
-            hold.task_done()
+            thread.task_done()
 
 
 class _ThreadHold:
     """Who releases a slot that a thread holds: the thread when it ran, else the task."""
 
     def __init__(self, slot: WorkerSlot, token: trio.lowlevel.TrioToken) -> None:
-        self._slot = slot
+        self.slot = slot
         self._token = token
         self._lock = threading.Lock()
         self._state = "pending"  # -> "running" (the thread owns the hold) or "dropped"
+        #: Set in trio once the thread has returned.
+        self.ended = trio.Event()
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the thread began and has not returned yet (the task stopped waiting)."""
+        return self._state == "running" and not self.ended.is_set()
 
     def run(self, function: Callable[[], T]) -> T:
         with self._lock:
@@ -288,7 +319,11 @@ class _ThreadHold:
         finally:
             # If trio has ended, its slots have ended with it.
             with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._slot.release)
+                self._token.run_sync_soon(self._returned)
+
+    def _returned(self) -> None:
+        self.ended.set()
+        self.slot.release()
 
     def task_done(self) -> None:
         # Called in trio once to_thread returned or was cancelled: if the thread never
@@ -296,4 +331,4 @@ class _ThreadHold:
         with self._lock:
             if self._state == "pending":
                 self._state = "dropped"
-                self._slot.release()
+                self.slot.release()

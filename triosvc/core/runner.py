@@ -144,27 +144,32 @@ class ServiceRunner:
         try:
             with trio.CancelScope(shield=True) as self._kill_scope:
                 try:
-                    for container in self.containers.values():
-                        started.append(container)
-                        await container.start()
-                    async with trio.open_nursery() as servers:
-                        for extension in self._shared.values():
-                            await servers.start(extension.serve)
-                        self._log_started()
-                        task_status.started()
-                        await self._stop_requested.wait()
-                        LOGGER.info("draining in-flight calls for up to %gs", grace)
-                        deadline = trio.current_time() + grace
-                        for extension in self._shared.values():
-                            extension.stop_accepting()
-                        # The servers drain within the grace period themselves; this
-                        # is the backstop should one of them not.
-                        servers.cancel_scope.deadline = deadline + 1
+                    async with trio.open_nursery() as background:
+                        for container in self.containers.values():
+                            started.append(container)
+                            container.background = background
+                            await container.start()
+                        async with trio.open_nursery() as servers:
+                            for extension in self._shared.values():
+                                await servers.start(extension.serve)
+                            self._log_started()
+                            task_status.started()
+                            await self._stop_requested.wait()
+                            LOGGER.info("draining in-flight calls for up to %gs", grace)
+                            deadline = trio.current_time() + grace
+                            for extension in self._shared.values():
+                                extension.stop_accepting()
+                            # The servers drain within the grace period themselves;
+                            # this is the backstop should one of them not.
+                            servers.cancel_scope.deadline = deadline + 1
+                        for container in started:
+                            with trio.move_on_at(deadline):
+                                await container.wait_idle()
+                        # Past the grace period: abandoned threads' hooks run now.
+                        background.cancel_scope.cancel()
                 finally:
-                    for container in started:
-                        with trio.move_on_at(deadline):
-                            await container.wait_idle()
                     for container in reversed(started):
+                        container.background = None
                         await container.stop()
         finally:
             self._stopped.set()

@@ -152,7 +152,7 @@ def error_response(
         return json_error(exc.status_code, type(exc).__name__, exc.message, headers)
     if isinstance(exc, RequestRedirect):
         return redirect_response(exc)
-    if isinstance(exc, HTTPException) and exc.response is not None:
+    if isinstance(exc, HTTPException) and isinstance(exc.response, Response):
         return exc.response  # werkzeug.abort(response): the response given is the answer
     if isinstance(exc, HTTPException) and exc.code is not None:
         LOGGER.info("%s: %s %s: %s", handler, exc.code, type(exc).__name__, exc.description)
