@@ -34,6 +34,7 @@ import trio
 from . import __version__
 from .config import Config, load_config_file, parse_define
 from .core.extensions import entrypoints_of
+from .core.groups import sole_exception
 from .exceptions import ConfigurationError
 from .runners import ServiceRunner
 from .web.server import WebServer
@@ -325,7 +326,7 @@ def _run(options: _RunOptions) -> int:
     try:
         return trio.run(_serve, runner)
     except BaseExceptionGroup as group:
-        sole = _sole_exception(group)
+        sole = sole_exception(group)
         if isinstance(sole, ConfigurationError | KeyboardInterrupt):
             raise sole from None
         raise
@@ -406,11 +407,3 @@ async def _watch_signals(
             return
         else:
             LOGGER.info("%s received: already stopping; Ctrl+C stops at once", name)
-
-
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested single-member groups, else the group itself."""
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
-        found = found.exceptions[0]
-    return found

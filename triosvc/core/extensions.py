@@ -53,6 +53,9 @@ class SharedExtension(ABC):
     def add_entrypoint(self, entrypoint: Entrypoint) -> None:
         """Take a bound entrypoint; raise ConfigurationError if it clashes with another."""
 
+    def add_provider(self, provider: DependencyProvider) -> None:  # noqa: B027 - optional
+        """Take a bound dependency provider that names this class (the WebSocket hub's)."""
+
     @abstractmethod
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve until :meth:`stop_accepting` was called and in-flight work drained.
@@ -143,6 +146,10 @@ class DependencyProvider:
     ``worker_ctx.blocking`` is true when the method is a plain ``def`` running in a
     thread: give such workers a blocking interface.
     """
+
+    #: The shared extension this provider needs, if any: the runner hands the bound
+    #: provider to that extension's ``add_provider`` (the hub provider and its server).
+    shared_extension: ClassVar[type[SharedExtension] | None] = None
 
     attr_name: str
     container: ServiceContainer

@@ -23,6 +23,7 @@ import trio
 from ..config import Config
 from ..exceptions import ConfigurationError
 from .container import ServiceContainer
+from .groups import sole_exception
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -62,15 +63,19 @@ class ServiceRunner:
                 f"of {other.__qualname__} in this runner; service names must be unique"
             )
         for entrypoint in container.entrypoints:
-            extension_cls = entrypoint.shared_extension
-            if extension_cls is None:
-                continue
-            extension = self._shared.get(extension_cls)
-            if extension is None:
-                extension = self._shared[extension_cls] = extension_cls(self.config)
-            extension.add_entrypoint(entrypoint)
+            if entrypoint.shared_extension is not None:
+                self._extension(entrypoint.shared_extension).add_entrypoint(entrypoint)
+        for provider in container.dependencies.values():
+            if provider.shared_extension is not None:
+                self._extension(provider.shared_extension).add_provider(provider)
         self.containers[container.name] = container
         return container
+
+    def _extension(self, extension_cls: type[SharedExtension]) -> SharedExtension:
+        extension = self._shared.get(extension_cls)
+        if extension is None:
+            extension = self._shared[extension_cls] = extension_cls(self.config)
+        return extension
 
     @property
     def service_names(self) -> list[str]:
@@ -120,7 +125,7 @@ class ServiceRunner:
         except BaseExceptionGroup as group:
             if started:
                 raise
-            raise _sole_exception(group) from None
+            raise sole_exception(group) from None
 
     def request_stop(self) -> None:
         """Begin a graceful stop without waiting for it (safe to call twice)."""
@@ -217,12 +222,4 @@ async def open_services(
             finally:
                 runner.request_stop()
     except BaseExceptionGroup as group:
-        raise _sole_exception(group) from None
-
-
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested single-member groups, else the group itself."""
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
-        found = found.exceptions[0]
-    return found
+        raise sole_exception(group) from None

@@ -50,6 +50,9 @@ class ServicesApp:
         self.context_prefix = settings.context_header_prefix.lower().encode("latin-1")
         #: Set when the runner stops: requests still arriving get a 503.
         self.draining = False
+        #: The WebSocket layer's handler for ``WEBSOCKET_PATH``, once it attached one.
+        self.websocket: ASGIApp | None = None
+        self.websocket_path = settings.websocket_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -57,7 +60,9 @@ class ServicesApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
-        else:  # WebSocket RPC comes with its own layer; until then, refuse the handshake
+        elif kind == "websocket" and self.websocket and scope["path"] == self.websocket_path:
+            await self.websocket(scope, receive, send)
+        else:  # a handshake elsewhere: hypercorn answers a close before accept with 403
             await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -87,6 +87,9 @@ class HttpEntrypoint(Entrypoint):
         bound.timeout = self.timeout if self.timeout is not None else settings.timeout
         return bound
 
+    def attach(self, server: WebServer) -> None:
+        server.router.add(self)
+
     def check(self, service_cls: type, method_name: str) -> None:
         function = getattr(service_cls, method_name)
         try:

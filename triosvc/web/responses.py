@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Response
 
+from ..core.groups import sole_exception
 from ..exceptions import HttpError
 
 __all__ = ["UnsupportedReturnValue", "error_response", "json_error", "to_response"]
@@ -121,13 +122,6 @@ def json_error(
     for name, value in headers:
         response.headers.add(name, value)
     return response
-
-
-def sole_exception(exc: BaseException) -> BaseException:
-    """Unwrap exception groups that hold a single exception (SPEC §4.2)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def error_response(

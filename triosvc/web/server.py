@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
-from ..core.extensions import Entrypoint, SharedExtension
+from ..core.extensions import DependencyProvider, Entrypoint, SharedExtension
 from ..exceptions import ConfigurationError
 from .asgi import ServicesApp
 from .engines import EngineOptions, get_engine
@@ -23,12 +24,37 @@ from .routing import Router
 if TYPE_CHECKING:
     from ..config import Address, Config
 
-__all__ = ["WebServer", "bind_socket"]
+__all__ = ["WebAttachment", "WebCompanion", "WebServer", "bind_socket"]
 
 #: A connection silent this long while a request is due is dropped (SPEC §8).
 SILENCE_TIMEOUT = 30.0
 
 BACKLOG = 1024
+
+
+class WebAttachment(Protocol):
+    """An entrypoint or provider that the web server serves (``@http``, the WebSocket layer)."""
+
+    def attach(self, server: WebServer) -> None: ...
+
+
+class WebCompanion(Protocol):
+    """A component riding on the web server, such as the WebSocket endpoint.
+
+    On stop it refuses new work at once, then drains: finishes what is in flight by
+    ``deadline`` and closes its connections politely, before the engine stops.
+    """
+
+    def stop_accepting(self) -> None: ...
+
+    async def drain(self, deadline: float) -> None: ...
+
+
+C = TypeVar("C", bound=WebCompanion)
+
+#: Seconds past the grace period the engine keeps connections, so that companions can
+#: still close theirs politely (WebSockets with 1001) once in-flight calls are done.
+CLOSING_TIME = 1.0
 
 
 class WebServer(SharedExtension):
@@ -39,14 +65,22 @@ class WebServer(SharedExtension):
         self.settings = config.settings
         self.router = Router()
         self.app = ServicesApp(self.router, self.settings)
-        self._shutdown = trio.Event()
+        self.companions: dict[type[WebCompanion], WebCompanion] = {}
+        self._stop = trio.Event()
         self._url: str | None = None
 
     def add_entrypoint(self, entrypoint: Entrypoint) -> None:
-        from .handlers import HttpEntrypoint  # handlers name this class: import late
+        _attachment(entrypoint).attach(self)
 
-        if isinstance(entrypoint, HttpEntrypoint):
-            self.router.add(entrypoint)
+    def add_provider(self, provider: DependencyProvider) -> None:
+        _attachment(provider).attach(self)
+
+    def companion(self, companion_cls: type[C]) -> C:
+        """The server's one instance of ``companion_cls``, created on first use."""
+        companion = self.companions.get(companion_cls)
+        if companion is None:
+            companion = self.companions[companion_cls] = companion_cls(self)  # type: ignore[call-arg]
+        return companion  # type: ignore[return-value]
 
     @property
     def url(self) -> str | None:
@@ -57,29 +91,59 @@ class WebServer(SharedExtension):
         sock = bind_socket(settings.address)
         host, port = sock.getsockname()[:2]
         self._url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        timeouts = [float(e.timeout or 0) for e in self.router.entrypoints]
-        options = EngineOptions(
-            graceful_timeout=settings.shutdown_grace_period,
-            # A silent client is dropped after SILENCE_TIMEOUT, unless a handler may
-            # legitimately keep it waiting for longer.
-            read_timeout=max([SILENCE_TIMEOUT, *(t + 1 for t in timeouts)]),
-            max_header_size=16 * 1024,
-        )
         serve = get_engine(settings.engine)
+        engine_stop = trio.Event()
         try:
-            await serve(
-                self.app,
-                sock,
-                options,
-                shutdown_trigger=self._shutdown.wait,
-                task_status=task_status,
-            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        serve,
+                        self.app,
+                        sock,
+                        self._engine_options(),
+                        shutdown_trigger=engine_stop.wait,
+                    )
+                )
+                task_status.started()
+                await self._stop.wait()
+                deadline = trio.current_time() + settings.shutdown_grace_period
+                # The engine closes its listener and drains HTTP; companions drain beside it.
+                engine_stop.set()
+                async with trio.open_nursery() as draining:
+                    for companion in self.companions.values():
+                        draining.start_soon(companion.drain, deadline)
         finally:
             self._url = None
 
+    def _engine_options(self) -> EngineOptions:
+        settings = self.settings
+        timeouts = [float(e.timeout or 0) for e in self.router.entrypoints]
+        read_timeout = max([SILENCE_TIMEOUT, *(t + 1 for t in timeouts)])
+        heartbeat = settings.hub.heartbeat_interval if self.app.websocket else 0
+        if heartbeat:
+            # A WebSocket peer is dropped after two silent heartbeats; pongs count.
+            read_timeout = max(read_timeout, 2 * heartbeat)
+        return EngineOptions(
+            graceful_timeout=settings.shutdown_grace_period + CLOSING_TIME,
+            # A silent client is dropped after SILENCE_TIMEOUT, unless a handler may
+            # legitimately keep it waiting for longer.
+            read_timeout=read_timeout,
+            max_header_size=16 * 1024,
+            websocket_ping_interval=heartbeat or None,
+            websocket_max_message_size=settings.hub.max_message_size,
+        )
+
     def stop_accepting(self) -> None:
         self.app.draining = True
-        self._shutdown.set()
+        for companion in self.companions.values():
+            companion.stop_accepting()
+        self._stop.set()
+
+
+def _attachment(extension: object) -> WebAttachment:
+    if not callable(getattr(extension, "attach", None)):
+        raise TypeError(f"{extension!r} names WebServer but has no attach(server) method")
+    return extension  # type: ignore[return-value]
 
 
 def bind_socket(address: Address) -> socket.socket:

@@ -34,6 +34,10 @@ class EngineOptions:
     read_timeout: float
     #: Bytes of request line and headers accepted (beyond: 431, or the connection closed).
     max_header_size: int
+    #: Seconds between the server's WebSocket pings (None: no pings).
+    websocket_ping_interval: float | None = None
+    #: Bytes of one incoming WebSocket message; a larger one closes the socket with 1009.
+    websocket_max_message_size: int = 1024 * 1024
 
 
 class Engine(Protocol):

@@ -41,6 +41,10 @@ async def serve(
     config.h11_max_incomplete_size = options.max_header_size
     config.keep_alive_max_requests = sys.maxsize  # SPEC: at least 10,000 per connection
     config.include_server_header = False
+    # hypercorn pings but never checks pongs: the read timeout (twice the interval at
+    # least) drops a peer that answers nothing, since a pong is data read.
+    config.websocket_ping_interval = options.websocket_ping_interval
+    config.websocket_max_message_size = options.websocket_max_message_size
     config.accesslog = None
     config.errorlog = LOGGER
     await hypercorn_serve(
