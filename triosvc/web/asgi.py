@@ -104,7 +104,7 @@ class ServicesApp:
                 request = Request(build_environ(scope, body))
                 try:
                     response = await entrypoint.handle(
-                        request, arguments, deadline=deadline, data=self._context_data(scope)
+                        request, arguments, deadline=deadline, data=self.context_data(scope)
                     )
                 finally:
                     request.close()  # uploaded files' temporary files, as Flask does
@@ -170,7 +170,8 @@ class ServicesApp:
         response.headers.add(*_CLOSE)  # the unread rest of the body makes the connection unusable
         return response
 
-    def _context_data(self, scope: Scope) -> dict[str, object]:
+    def context_data(self, scope: Scope) -> dict[str, object]:
+        """Worker context data from the request headers with the configured prefix."""
         prefix = self.context_prefix
         data: dict[str, object] = {}
         for name, value in scope["headers"]:  # type: ignore[attr-defined]
@@ -218,17 +219,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 async def send_response(send: Send, response: Response, method: str) -> None:
     """Send a werkzeug Response over ASGI; HEAD gets the headers (with GET's length) only."""
-    try:
-        headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in response.headers.to_wsgi_list()
-        ]
-        if any(b"\n" in value or b"\r" in value for _, value in headers):
-            raise ValueError("a header value contains a line break")
-    except (UnicodeEncodeError, ValueError) as exc:
-        LOGGER.error("cannot send the response's headers (%s): %s", response.headers, exc)
-        response = json_error(500, "InternalServerError", "internal server error")
-        headers = [(n.lower().encode(), v.encode()) for n, v in response.headers.to_wsgi_list()]
+    response, headers = asgi_headers(response)
     status = response.status_code
     no_body = method == "HEAD" or status in (204, 304) or status < 200
     if no_body or not response.is_streamed:
@@ -244,6 +235,22 @@ async def send_response(send: Send, response: Response, method: str) -> None:
     finally:
         response.close()
     await send({"type": "http.response.body", "body": b""})
+
+
+def asgi_headers(response: Response) -> tuple[Response, list[tuple[bytes, bytes]]]:
+    """The response's headers as ASGI wants them; a 500 instead if they cannot be sent."""
+    try:
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers.to_wsgi_list()
+        ]
+        if any(b"\n" in value or b"\r" in value for _, value in headers):
+            raise ValueError("a header value contains a line break")
+    except (UnicodeEncodeError, ValueError) as exc:
+        LOGGER.error("cannot send the response's headers (%s): %s", response.headers, exc)
+        response = json_error(500, "InternalServerError", "internal server error")
+        headers = [(n.lower().encode(), v.encode()) for n, v in response.headers.to_wsgi_list()]
+    return response, headers
 
 
 async def _stream(response: Response) -> AsyncIterator[bytes]:

@@ -183,9 +183,9 @@ def http(
         entrypoint = HttpEntrypoint(
             _methods(method, where),
             *_rule(url, where),
-            expected_exceptions=_exception_classes(expected_exceptions, where),
+            expected_exceptions=exception_classes(expected_exceptions, where),
             cors=_cors(cors, where),
-            timeout=_timeout(timeout, where),
+            timeout=timeout_seconds(timeout, where),
             middleware=check_middleware(middleware, f"{where}: middleware"),
         )
         return entrypoint.decorate(function)
@@ -218,7 +218,8 @@ def _rule(url: object, where: str) -> tuple[str, frozenset[str]]:
     return url, frozenset(rule.arguments)
 
 
-def _exception_classes(value: object, where: str) -> tuple[type[BaseException], ...]:
+def exception_classes(value: object, where: str) -> tuple[type[BaseException], ...]:
+    """Validate ``expected_exceptions``: one exception class or a tuple of them."""
     classes = value if isinstance(value, tuple) else (value,)
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
@@ -234,7 +235,8 @@ def _cors(value: object, where: str) -> CorsPolicy | bool | None:
     return CorsPolicy.from_mapping(value, where=f"{where}: cors")
 
 
-def _timeout(value: object, where: str) -> float | None:
+def timeout_seconds(value: object, where: str) -> float | None:
+    """Validate a ``timeout=`` option: None, or seconds > 0."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
