@@ -29,6 +29,9 @@ __all__ = ["WebAttachment", "WebCompanion", "WebServer", "bind_socket"]
 #: A connection silent this long while a request is due is dropped (SPEC §8).
 SILENCE_TIMEOUT = 30.0
 
+#: A peer that accepts none of the data sent to it for this long is dropped.
+STALL_TIMEOUT = 30.0
+
 BACKLOG = 1024
 
 
@@ -160,6 +163,13 @@ def bind_socket(address: Address) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; accepted sockets inherit it
+            # A peer that takes nothing we send (a zero window) for this long is cut off:
+            # a write to it would otherwise block forever, and a server that awaits its
+            # connections at shutdown (hypercorn's writes are shielded) with it.
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_TIMEOUT * 1000)
+            )
         sock.bind(sockaddr)
         sock.listen(BACKLOG)
     except OSError as exc:
