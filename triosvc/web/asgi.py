@@ -84,12 +84,14 @@ class ServicesApp:
         except RequestRedirect as redirect:
             response = redirect_response(redirect)
         except NotFound:
+            LOGGER.info("%s %s: 404, no route matches", method, path)
             response = json_error(404, "NotFound", f"no route matches {path}")
         except MethodNotAllowed:
             allowed = self.router.allowed_methods(adapter)
             if method == "OPTIONS":
                 response = self._options(adapter, _headers(scope), allowed)
             else:
+                LOGGER.info("%s %s: 405, allowed: %s", method, path, ", ".join(allowed))
                 response = json_error(
                     405,
                     "MethodNotAllowed",
