@@ -20,11 +20,9 @@ has slots.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import threading
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -38,7 +36,7 @@ from .extensions import DependencyProvider, Entrypoint, overrides
 from .service import inspect_service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import Callable, Mapping
 
     from .service import ServiceDefinition
 
@@ -152,27 +150,34 @@ class ServiceContainer:
 
     # -- worker slots -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def worker_slot(self, deadline: float = math.inf) -> AsyncIterator[WorkerSlot]:
-        """Take a worker slot, waiting until ``deadline`` at most.
+    def worker_slot(self, deadline: float = math.inf) -> _SlotRequest:
+        """``async with container.worker_slot(deadline) as slot``: take a worker slot.
 
-        Raises ServiceUnavailable when no slot frees in time.
+        Waits until ``deadline`` at most; raises ServiceUnavailable when no slot frees
+        in time.
         """
+        return _SlotRequest(self, deadline)
+
+    async def _acquire_slot(self, deadline: float) -> WorkerSlot:
         slot = WorkerSlot(self)
-        with trio.move_on_at(deadline) as waiting:
-            await self._limiter.acquire_on_behalf_of(slot)
-        if waiting.cancelled_caught:
-            raise ServiceUnavailable(
-                f"{self.name}: all {self.max_workers} workers stayed busy until the "
-                "call's deadline; try again later"
-            )
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(slot)
+        except trio.WouldBlock:
+            with trio.move_on_at(deadline) as waiting:
+                await self._limiter.acquire_on_behalf_of(slot)
+            if waiting.cancelled_caught:
+                raise ServiceUnavailable(
+                    f"{self.name}: all {self.max_workers} workers stayed busy until the "
+                    "call's deadline; try again later"
+                ) from None
+        else:
+            # A free slot: no reason to yield to the scheduler (the request's own I/O
+            # does), but a cancelled call stops here.
+            await trio.lowlevel.checkpoint_if_cancelled()
         self._busy += 1
         if self._busy == 1:
             self._idle = trio.Event()
-        try:
-            yield slot
-        finally:
-            slot.release()
+        return slot
 
     def _release_slot(self, slot: WorkerSlot) -> None:
         self._limiter.release_on_behalf_of(slot)
@@ -184,7 +189,7 @@ class ServiceContainer:
 
     def is_blocking(self, entrypoint: Entrypoint) -> bool:
         """Whether the entrypoint's method is a plain ``def`` (run in a thread)."""
-        return not inspect.iscoroutinefunction(entrypoint.method)
+        return entrypoint.blocking
 
     async def run_worker(
         self,
@@ -291,6 +296,23 @@ class ServiceContainer:
             )
         finally:
             thread.task_done()
+
+
+class _SlotRequest:
+    """The async context manager :meth:`ServiceContainer.worker_slot` returns."""
+
+    __slots__ = ("_container", "_deadline", "_slot")
+
+    def __init__(self, container: ServiceContainer, deadline: float) -> None:
+        self._container = container
+        self._deadline = deadline
+
+    async def __aenter__(self) -> WorkerSlot:
+        self._slot = await self._container._acquire_slot(self._deadline)
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._slot.release()
 
 
 class _ThreadHold:

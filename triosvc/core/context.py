@@ -36,11 +36,15 @@ class WorkerContext:
     kwargs: Mapping[str, object]
     data: Mapping[str, object]
     blocking: bool
-    call_id: str = attrs.field(init=False)
     service: object = attrs.field(default=None, init=False)
+    _call_id: str | None = attrs.field(default=None, init=False)
 
-    def __attrs_post_init__(self) -> None:
-        self.call_id = f"{self.container.name}.{self.entrypoint.method_name}.{uuid.uuid4()}"
+    @property
+    def call_id(self) -> str:
+        """``"<service>.<method>.<uuid>"``, unique to this call (made when first asked for)."""
+        if self._call_id is None:
+            self._call_id = f"{self.container.name}.{self.entrypoint.method_name}.{uuid.uuid4()}"
+        return self._call_id
 
     @property
     def service_name(self) -> str:

@@ -109,12 +109,14 @@ class Entrypoint:
         bound = copy.copy(self)
         bound.container = container
         bound.method_name = method_name
+        bound.method = getattr(container.service_cls, method_name)
+        bound.blocking = not inspect.iscoroutinefunction(bound.method)
         return bound
 
-    @property
-    def method(self) -> Callable[..., object]:
-        function: Callable[..., object] = getattr(self.container.service_cls, self.method_name)
-        return function
+    #: The service class's function (set by bind).
+    method: Callable[..., object]
+    #: Whether it is a plain ``def``, run in a worker thread (set by bind).
+    blocking: bool
 
     @property
     def qualified_name(self) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import MapAdapter, RequestRedirect
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from ..exceptions import PayloadTooLarge, RequestTimeout
@@ -78,18 +78,19 @@ class ServicesApp:
             await send_response(send, response, method)
             return
         path = str(scope["path"])
-        adapter = self.router.bind(path, _latin1(scope.get("query_string", b"")))
         try:
-            entrypoint, arguments = self.router.match(adapter, method)
+            entrypoint, arguments = self.router.match(
+                path, method, _latin1(scope.get("query_string", b""))
+            )
         except RequestRedirect as redirect:
             response = redirect_response(redirect)
         except NotFound:
             LOGGER.info("%s %s: 404, no route matches", method, path)
             response = json_error(404, "NotFound", f"no route matches {path}")
         except MethodNotAllowed:
-            allowed = self.router.allowed_methods(adapter)
+            allowed = self.router.allowed_methods(path)
             if method == "OPTIONS":
-                response = self._options(adapter, _headers(scope), allowed)
+                response = self._options(path, _headers(scope), allowed)
             else:
                 LOGGER.info("%s %s: 405, allowed: %s", method, path, ", ".join(allowed))
                 response = json_error(
@@ -99,14 +100,14 @@ class ServicesApp:
                     [("Allow", ", ".join(allowed))],
                 )
         else:
-            origin = _header(scope, b"origin")
+            headers = _RequestHeaders(scope, self.context_prefix)
             deadline = arrival + (entrypoint.timeout or 0)
-            body, refusal = await self._read_body(scope, receive, deadline)
+            body, refusal = await self._read_body(headers, receive, deadline)
             if body is not None:
                 request = Request(build_environ(scope, body))
                 try:
                     response = await entrypoint.handle(
-                        request, arguments, deadline=deadline, data=self.context_data(scope)
+                        request, arguments, deadline=deadline, data=headers.context_data
                     )
                 finally:
                     request.close()  # uploaded files' temporary files, as Flask does
@@ -115,14 +116,13 @@ class ServicesApp:
             else:  # the client went away mid-body
                 return
             policy = entrypoint.cors_policy
+            origin = headers.origin
             if origin is not None and policy is not None and policy.allows_origin(origin):
                 for name, value in policy.response_headers(origin):
                     response.headers.add(name, value)
         await send_response(send, response, method)
 
-    def _options(
-        self, adapter: MapAdapter, headers: dict[str, str], allowed: list[str]
-    ) -> Response:
+    def _options(self, path: str, headers: dict[str, str], allowed: list[str]) -> Response:
         """Answer OPTIONS: a CORS preflight, or 204 with Allow."""
         origin = headers.get("origin")
         requested = headers.get("access-control-request-method")
@@ -130,7 +130,7 @@ class ServicesApp:
             by_method: dict[str, HttpEntrypoint] = {}
             for candidate in allowed:
                 try:
-                    by_method[candidate] = self.router.match(adapter, candidate)[0]
+                    by_method[candidate] = self.router.match(path, candidate)[0]
                 except (NotFound, MethodNotAllowed, RequestRedirect):
                     continue
             if any(e.cors_policy is not None for e in by_method.values()):
@@ -141,31 +141,44 @@ class ServicesApp:
         return response
 
     async def _read_body(
-        self, scope: Scope, receive: Receive, deadline: float
+        self, headers: _RequestHeaders, receive: Receive, deadline: float
     ) -> tuple[bytes | None, Response | None]:
         """The whole body, or the error answer (413, 408), or neither if the client left."""
-        declared = _header(scope, b"content-length")
         limit = self.max_body_size
-        too_large = PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        declared = headers.content_length
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return None, self._body_error(too_large)
+            return None, self._body_error(self._too_large())
+        if not headers.has_body:
+            # Without a body the server has its one message ready: no deadline to set.
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None, None
+            if not message.get("more_body", False):
+                return bytes(message.get("body", b"")), None  # type: ignore[call-overload]
+        else:
+            message = None
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_at(deadline):
             while True:
-                message = await receive()
+                if message is None:
+                    message = await receive()
                 if message["type"] == "http.disconnect":
                     return None, None
                 chunk = bytes(message.get("body", b""))  # type: ignore[call-overload]
                 size += len(chunk)
                 if size > limit:
-                    return None, self._body_error(too_large)
+                    return None, self._body_error(self._too_large())
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks), None
+                message = None
         return None, self._body_error(
             RequestTimeout("the request body did not arrive before the call's deadline")
         )
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body exceeds the limit of {self.max_body_size} bytes")
 
     def _body_error(self, exc: PayloadTooLarge | RequestTimeout) -> Response:
         response = error_response(exc, handler="request body")
@@ -174,13 +187,32 @@ class ServicesApp:
 
     def context_data(self, scope: Scope) -> dict[str, object]:
         """Worker context data from the request headers with the configured prefix."""
-        prefix = self.context_prefix
-        data: dict[str, object] = {}
+        return _RequestHeaders(scope, self.context_prefix).context_data
+
+
+class _RequestHeaders:
+    """What the app needs from a request's headers, read in one pass."""
+
+    __slots__ = ("content_length", "context_data", "has_body", "origin")
+
+    def __init__(self, scope: Scope, context_prefix: bytes) -> None:
+        self.origin: str | None = None
+        self.content_length: str | None = None
+        self.context_data: dict[str, object] = {}
+        chunked = False
         for name, value in scope["headers"]:  # type: ignore[attr-defined]
-            if name.startswith(prefix):
-                key = name[len(prefix) :].decode("latin-1").replace("-", "_")
-                data[key] = value.decode("latin-1")
-        return data
+            if name == b"origin":
+                self.origin = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name.startswith(context_prefix):
+                key = name[len(context_prefix) :].decode("latin-1").replace("-", "_")
+                self.context_data[key] = value.decode("latin-1")
+        # HTTP/1 says in its headers whether a body follows; HTTP/2 may send one anyway.
+        http1 = scope.get("http_version", "1.1") in ("1.1", "1.0")
+        self.has_body = chunked or self.content_length not in (None, "0") or not http1
 
 
 def _preflight(
@@ -321,13 +353,6 @@ def _wsgi_str(text: str) -> str:
 
 def _latin1(raw: object) -> str:
     return raw.decode("latin-1") if isinstance(raw, bytes) else ""
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:  # type: ignore[attr-defined]
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

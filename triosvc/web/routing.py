@@ -40,6 +40,7 @@ class Router:
         self._map = Map(strict_slashes=True)
         self.entrypoints: list[HttpEntrypoint] = []
         self._declared: dict[tuple[str, str], HttpEntrypoint] = {}
+        self._adapter: MapAdapter | None = None
 
     def add(self, entrypoint: HttpEntrypoint) -> None:
         """Add a route; raise ConfigurationError when its method and rule are taken."""
@@ -53,22 +54,31 @@ class Router:
                 )
         for method in entrypoint.methods:
             self._declared[(method, shape)] = entrypoint
+        self._adapter = None
         self._map.add(
             Rule(entrypoint.url, endpoint=len(self.entrypoints), methods=entrypoint.methods)
         )
         self.entrypoints.append(entrypoint)
 
-    def bind(self, path: str, query: str = "") -> MapAdapter:
-        return self._map.bind("localhost", path_info=path, query_args=query)
+    @property
+    def adapter(self) -> MapAdapter:
+        # One adapter serves every request: matching takes the path and the method.
+        if self._adapter is None:
+            self._adapter = self._map.bind("localhost")
+        return self._adapter
 
-    def match(self, adapter: MapAdapter, method: str) -> tuple[HttpEntrypoint, dict[str, object]]:
-        rule, arguments = adapter.match(method=method, return_rule=True)
+    def match(
+        self, path: str, method: str, query: str = ""
+    ) -> tuple[HttpEntrypoint, dict[str, object]]:
+        """The entrypoint for ``method`` at ``path`` and its URL arguments; werkzeug's
+        NotFound, MethodNotAllowed or RequestRedirect (``query`` kept) otherwise."""
+        rule, arguments = self.adapter.match(path, method, return_rule=True, query_args=query)
         index: int = rule.endpoint
-        return self.entrypoints[index], dict(arguments)
+        return self.entrypoints[index], arguments  # type: ignore[return-value]
 
-    def allowed_methods(self, adapter: MapAdapter) -> list[str]:
-        """The methods served at the adapter's path, OPTIONS included (answered by us)."""
-        methods = set(adapter.allowed_methods())
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods served at ``path``, OPTIONS included (answered by us)."""
+        methods = set(self.adapter.allowed_methods(path))
         if methods:
             methods.add("OPTIONS")
         return sorted(methods)

@@ -167,9 +167,7 @@ def bind_socket(address: Address) -> socket.socket:
             # A peer that takes nothing we send (a zero window) for this long is cut off:
             # a write to it would otherwise block forever, and a server that awaits its
             # connections at shutdown (hypercorn's writes are shielded) with it.
-            sock.setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_TIMEOUT * 1000)
-            )
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_TIMEOUT * 1000))
         sock.bind(sockaddr)
         sock.listen(BACKLOG)
     except OSError as exc:

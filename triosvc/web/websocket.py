@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from ..ws.client import WebSocketClient as WebSocketClient
+from ..ws.client import WebSocketClosed as WebSocketClosed
+from ..ws.client import open_websocket_client as open_websocket_client
 from ..ws.entrypoints import on_connect as on_connect
 from ..ws.entrypoints import on_disconnect as on_disconnect
 from ..ws.entrypoints import rpc as rpc
@@ -18,10 +21,13 @@ websocket_rpc = rpc
 
 __all__ = [
     "HubStatistics",
+    "WebSocketClient",
+    "WebSocketClosed",
     "WebSocketHub",
     "WebSocketHubProvider",
     "on_connect",
     "on_disconnect",
+    "open_websocket_client",
     "rpc",
     "websocket_rpc",
 ]

@@ -1,0 +1,1 @@
+"""The WebSocket layer: RPC over WebSocket and the hub."""
