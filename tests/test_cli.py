@@ -237,6 +237,20 @@ def test_routes_of_named_classes(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_routes_list_websocket_methods_after_http_routes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = run_cli(
+        capsys, "routes", "--define", "WEBSOCKET_PATH=/socket", "cli_chat"
+    )
+    assert (status, err) == (0, "")
+    assert out == (
+        "GET  /rooms         rooms.list_rooms\n"
+        "WS   /socket join   rooms.join\n"
+        "WS   /socket leave  rooms.leave\n"
+    )
+
+
 def test_routes_reports_definition_errors(capsys: pytest.CaptureFixture[str]) -> None:
     # One class named twice (cli_pair imports GreeterService) is one service.
     status, out, err = run_cli(capsys, "routes", "cli_greeter", "cli_pair:GreeterService")

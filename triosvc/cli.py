@@ -287,23 +287,24 @@ def _names(classes: Sequence[type]) -> str:
 
 def _routes(options: _Options) -> int:
     runner = _build_runner(_load_config(options), options.specs)
-    rows = _http_routes(runner)
-    # WebSocket RPC methods (SPEC §8: "the HTTP routes and WebSocket methods") join
-    # these rows when the WebSocket entrypoint exists: one row per method, as
-    # ("WS", "<WEBSOCKET_PATH> <method>", "service.method"), from its shared extension.
+    rows = _routes_of(runner)
     if not rows:
-        print(f"{PROG}: no HTTP routes in {', '.join(runner.service_names)}", file=sys.stderr)
+        print(
+            f"{PROG}: no HTTP routes or WebSocket methods in {', '.join(runner.service_names)}",
+            file=sys.stderr,
+        )
         return 0
     for line in _table(rows):
         print(line)
     return 0
 
 
-def _http_routes(runner: ServiceRunner) -> list[tuple[str, str, str]]:
+def _routes_of(runner: ServiceRunner) -> list[tuple[str, str, str]]:
+    """HTTP routes, then WebSocket methods (``WS``, "<path> <method>", handler)."""
     server = runner.shared_extension(WebServer)
     if not isinstance(server, WebServer):
         return []
-    return server.router.routes()
+    return server.routes()
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

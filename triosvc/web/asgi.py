@@ -19,6 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
+from ..core.gauge import Gauge
 from ..exceptions import PayloadTooLarge, RequestTimeout
 from .responses import error_response, json_error, redirect_response
 
@@ -50,6 +51,8 @@ class ServicesApp:
         self.context_prefix = settings.context_header_prefix.lower().encode("latin-1")
         #: Set when the runner stops: requests still arriving get a 503.
         self.draining = False
+        #: HTTP requests being answered: at zero, every answer has been written.
+        self.in_flight = Gauge()
         #: The WebSocket layer's handler for ``WEBSOCKET_PATH``, once it attached one.
         self.websocket: ASGIApp | None = None
         self.websocket_path = settings.websocket_path
@@ -57,7 +60,11 @@ class ServicesApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            self.in_flight.up()
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                self.in_flight.down()
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket" and self.websocket and scope["path"] == self.websocket_path:

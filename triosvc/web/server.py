@@ -52,6 +52,10 @@ class WebCompanion(Protocol):
 
     async def drain(self, deadline: float) -> None: ...
 
+    def routes(self) -> list[tuple[str, str, str]]:
+        """(kind, where, handler) rows for ``triosvc routes``."""
+        ...
+
 
 C = TypeVar("C", bound=WebCompanion)
 
@@ -89,6 +93,13 @@ class WebServer(SharedExtension):
     def url(self) -> str | None:
         return self._url
 
+    def routes(self) -> list[tuple[str, str, str]]:
+        """Every HTTP route, then what the companions serve (WebSocket methods)."""
+        rows = self.router.routes()
+        for companion in self.companions.values():
+            rows.extend(companion.routes())
+        return rows
+
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         settings = self.settings
         sock = bind_socket(settings.address)
@@ -115,6 +126,12 @@ class WebServer(SharedExtension):
                 async with trio.open_nursery() as draining:
                     for companion in self.companions.values():
                         draining.start_soon(companion.drain, deadline)
+                with trio.move_on_at(deadline + CLOSING_TIME):
+                    await self.app.in_flight.wait_zero()
+                # Every answer is written and every WebSocket closed: what the engine
+                # may still wait for is idle connections and timers (hypercorn's pings
+                # outlive their sockets by up to an interval). Nothing is lost there.
+                nursery.cancel_scope.cancel()
         finally:
             self._url = None
 

@@ -16,6 +16,7 @@ import attrs
 import trio
 from werkzeug.wrappers import Request, Response
 
+from ..core.gauge import Gauge
 from ..core.groups import sole_exception
 from ..exceptions import (
     ConfigurationError,
@@ -48,30 +49,6 @@ class EndpointStatistics:
     calls_in_flight: int
 
 
-class _Gauge:
-    """A count that can be waited on to fall to zero."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._zero = trio.Event()
-        self._zero.set()
-
-    def up(self) -> None:
-        self.value += 1
-        if self.value == 1:
-            self._zero = trio.Event()
-
-    def down(self) -> None:
-        self.value -= 1
-        if self.value == 0:
-            self._zero.set()
-
-    async def wait_zero(self) -> None:
-        while self.value:
-            await self._zero.wait()
-        await trio.lowlevel.checkpoint()
-
-
 class WebSocketEndpoint:
     """Serves ``WEBSOCKET_PATH``: handshakes, calls to ``@rpc`` methods, hub delivery."""
 
@@ -84,8 +61,8 @@ class WebSocketEndpoint:
         self.connect_hooks: list[ConnectionHook] = []
         self.disconnect_hooks: list[ConnectionHook] = []
         self.draining = False
-        self.connections = _Gauge()
-        self.calls = _Gauge()
+        self.connections = Gauge()
+        self.calls = Gauge()
         self._app = server.app
         server.app.websocket = self
 
@@ -104,6 +81,10 @@ class WebSocketEndpoint:
 
     def add_hook(self, hook: ConnectionHook) -> None:
         (self.connect_hooks if hook.event == "connect" else self.disconnect_hooks).append(hook)
+
+    def routes(self) -> list[tuple[str, str, str]]:
+        path = self.settings.websocket_path
+        return [("WS", f"{path} {name}", e.qualified_name) for name, e in self.methods.items()]
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
