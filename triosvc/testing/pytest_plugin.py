@@ -6,7 +6,10 @@ Fixtures, for tests running under pytest-trio:
   add keys to it before starting services;
 - ``runner_factory``: ``runner = await runner_factory(config, ServiceA, ...)`` starts the
   services in the test's nursery; they are stopped after the test;
-- ``web_session``: an ``httpx.AsyncClient`` whose base URL is the ``web_config`` server.
+- ``web_session``: an ``httpx.AsyncClient`` whose base URL is the ``web_config`` server;
+- ``websocket``: ``ws = await websocket()`` opens a WebSocket RPC client
+  (:class:`triosvc.ws.client.WebSocketClient`) to that server's endpoint:
+  ``await ws.rpc(method, **data)``, ``await ws.wait_for_event(name)``. Closed after the test.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
 
 from ..runners import ServiceRunner, run_services
 
 if TYPE_CHECKING:
-    import trio
+    from ..ws.client import WebSocketClient
 
 RunnerFactory = Callable[..., Awaitable[ServiceRunner]]
 
@@ -60,3 +64,28 @@ async def web_session(web_config: dict[str, object]) -> AsyncIterator[object]:
     # verify=False: plain HTTP on loopback; building a TLS context per client is slow.
     async with httpx.AsyncClient(base_url=f"http://{address}", verify=False) as session:
         yield session
+
+
+@pytest.fixture
+async def websocket(
+    web_config: dict[str, object], nursery: trio.Nursery
+) -> AsyncIterator[Callable[..., Awaitable[WebSocketClient]]]:
+    from ..ws.client import open_websocket_client
+
+    address = str(web_config["WEB_SERVER_ADDRESS"])
+    path = str(web_config.get("WEBSOCKET_PATH", "/ws"))
+    done = trio.Event()
+
+    # Each client lives in a task of the test's nursery: its own nursery cannot be entered
+    # in the fixture's task and left in the test's.
+    async def hold(options: dict[str, object], *, task_status: trio.TaskStatus[object]) -> None:
+        async with open_websocket_client(f"ws://{address}{path}", **options) as client:  # type: ignore[arg-type]
+            task_status.started(client)
+            await done.wait()
+
+    async def open_client(**options: object) -> WebSocketClient:
+        client: WebSocketClient = await nursery.start(hold, options)
+        return client
+
+    yield open_client
+    done.set()

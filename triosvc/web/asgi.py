@@ -69,8 +69,13 @@ class ServicesApp:
             await _lifespan(receive, send)
         elif kind == "websocket" and self.websocket and scope["path"] == self.websocket_path:
             await self.websocket(scope, receive, send)
-        else:  # a handshake elsewhere: hypercorn answers a close before accept with 403
-            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await receive()  # websocket.connect
+            path = str(scope["path"])
+            LOGGER.info("WebSocket handshake on %s: 404, no WebSocket endpoint there", path)
+            await refuse_websocket(
+                scope, send, json_error(404, "NotFound", f"no WebSocket endpoint at {path}")
+            )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrival = trio.current_time()
@@ -276,6 +281,22 @@ async def send_response(send: Send, response: Response, method: str) -> None:
     finally:
         response.close()
     await send({"type": "http.response.body", "body": b""})
+
+
+async def refuse_websocket(scope: Scope, send: Send, response: Response) -> None:
+    """Answer a WebSocket handshake with an HTTP error response instead of accepting it.
+
+    Servers without ASGI's ``websocket.http.response`` extension can only refuse with a
+    bare 403 (a close before accepting).
+    """
+    extensions = scope.get("extensions") or {}
+    if "websocket.http.response" not in extensions:  # type: ignore[operator]
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    response, headers = asgi_headers(response)
+    start = {"type": "websocket.http.response.start", "status": response.status_code}
+    await send({**start, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": response.get_data()})
 
 
 def asgi_headers(response: Response) -> tuple[Response, list[tuple[bytes, bytes]]]:

@@ -58,8 +58,9 @@ import itertools
 import json
 import logging
 import math
+import ssl
 from collections.abc import Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
@@ -72,8 +73,7 @@ from ..exceptions import HttpError, RemoteError, TriosvcError
 from .protocol import Event, Failure, Result, Unreadable, decode_message, encode_call
 
 if TYPE_CHECKING:
-    import ssl
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -615,12 +615,16 @@ def websocket_url(url: str, default_path: str = DEFAULT_PATH) -> str:
         The ``ws://`` or ``wss://`` URL.
 
     Raises:
-        ValueError: Another scheme, or no host.
+        ValueError: Another scheme, no host, or a bad port.
     """
     parts = urlsplit(url)
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None or not parts.hostname:
         raise ValueError(f"expected an http://, https://, ws:// or wss:// URL with a host: {url!r}")
+    try:
+        parts.port  # noqa: B018 (it raises for a port that is not a number in range)
+    except ValueError as exc:
+        raise ValueError(f"expected a URL with a valid port: {url!r} ({exc})") from None
     return urlunsplit((scheme, parts.netloc, parts.path or default_path, parts.query, ""))
 
 
@@ -635,6 +639,30 @@ def _header_bytes(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else text.encode("latin-1")
 
 
+async def _open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, deadline: float, url: str
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """The TCP (or TLS) connection under a WebSocket, opened by ``deadline``."""
+    with trio.move_on_at(deadline):
+        try:
+            if ssl_context is None:
+                return await trio.open_tcp_stream(host, port)
+            return await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=ssl_context, https_compatible=True
+            )
+        except OSError as exc:
+            raise trio_websocket.HandshakeError(f"cannot connect to {url}: {exc}") from exc
+    raise trio_websocket.ConnectionTimeout(f"no connection to {url} within the connect timeout")
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
 @asynccontextmanager
 async def open_websocket_client(
     url: str,
@@ -647,9 +675,10 @@ async def open_websocket_client(
 ) -> AsyncIterator[WebSocketClient]:
     """Connect to a triosvc WebSocket endpoint; the client lives as long as the ``async with``.
 
-    The client's reader and sender tasks run in a nursery this context manager owns. On
-    leaving, the socket is closed with 1000 (see :meth:`WebSocketClient.aclose`) and the tasks
-    end; an exception from the body propagates as itself, not in an exception group.
+    The client's tasks (trio-websocket's reader, and the client's reader and sender) run in a
+    nursery this context manager owns. On leaving, the socket is closed with 1000 (see
+    :meth:`WebSocketClient.aclose`), the tasks end and the TCP connection is closed; an
+    exception from the body propagates as itself, not in an exception group.
 
     Args:
         url: The server's URL: ``http(s)://host:port`` (the path defaults to ``/ws``) or a
@@ -661,7 +690,7 @@ async def open_websocket_client(
         max_message_size: The largest frame accepted from the server; a larger one closes the
             socket with 1009.
         extra_headers: Headers for the handshake (``Authorization``, ``Cookie``, ...).
-        ssl_context: For ``wss://``: the TLS context; the default one when None.
+        ssl_context: For ``wss://``: the TLS context; Python's default one when None.
 
     Yields:
         The connected client; its :attr:`~WebSocketClient.socket_id` is known.
@@ -672,56 +701,89 @@ async def open_websocket_client(
             ``ServiceUnavailable``, ...), else ``HttpError``; ``status_code`` is the HTTP status
             and the message the body's. The original ``trio_websocket.ConnectionRejected``
             (status, headers, raw body) is its ``__cause__``.
-        trio_websocket.HandshakeError: The connection failed, or ``connect_timeout`` passed
-            (``trio_websocket.ConnectionTimeout``).
+        trio_websocket.HandshakeError: The connection or the handshake failed, or
+            ``connect_timeout`` passed (``trio_websocket.ConnectionTimeout``).
         WebSocketClosed: The server closed the socket before its ``connected`` event.
-        ValueError: A bad URL or ``event_buffer``.
+        ValueError: A bad URL, ``event_buffer``, ``connect_timeout`` or ``ssl_context``.
     """
     if isinstance(event_buffer, bool) or not isinstance(event_buffer, int) or event_buffer < 1:
         raise ValueError(f"event_buffer must be an int >= 1, got {event_buffer!r}")
     if not connect_timeout > 0 or math.isnan(connect_timeout):
         raise ValueError(f"connect_timeout must be a number of seconds > 0: {connect_timeout!r}")
     target = websocket_url(url)
+    parts = urlsplit(target)
+    secure = parts.scheme == "wss"
+    if ssl_context is not None and not secure:
+        raise ValueError(f"ssl_context is for wss:// URLs, not {target!r}")
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    host_header = parts.netloc.rpartition("@")[2]
+    resource = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    headers = _header_list(extra_headers)
     deadline = trio.current_time() + connect_timeout
-    async with AsyncExitStack() as stack:
-        try:
-            connection = await stack.enter_async_context(
-                trio_websocket.open_websocket_url(
-                    target,
-                    ssl_context,
-                    extra_headers=_header_list(extra_headers),
-                    max_message_size=max_message_size,
-                    connect_timeout=connect_timeout,
-                    disconnect_timeout=CLOSE_TIMEOUT,
-                )
-            )
-        except trio_websocket.ConnectionRejected as rejected:
-            raise _refusal(rejected, target) from rejected
-        client = WebSocketClient(connection, url=target, event_buffer=event_buffer)
-        # Nothing may escape the nursery's body, or it would come out wrapped in an exception
-        # group: the body's error and the close's are kept, and raised once the nursery is done.
-        body_error: BaseException | None = None
-        close_error: BaseException | None = None
+
+    # The client owns its TCP stream, and closes it whatever happens: trio-websocket leaves it
+    # open when the server refuses the handshake. Nothing may escape the nursery's body, or it
+    # would come out wrapped in an exception group: the body's error and the close's are kept,
+    # and raised once the nursery is done.
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+    client: WebSocketClient | None = None
+    body_error: BaseException | None = None
+    close_error: BaseException | None = None
+    try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._read_frames)
-            nursery.start_soon(client._send_frames)
             try:
+                stream = await _open_stream(host, port, ssl_context, deadline, target)
+                with trio.move_on_at(deadline) as handshake:
+                    connection = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        extra_headers=headers,
+                        max_message_size=max_message_size,
+                    )
+                if handshake.cancelled_caught:
+                    raise trio_websocket.ConnectionTimeout(
+                        f"no WebSocket handshake with {target} within {connect_timeout} s"
+                    )
+                client = WebSocketClient(connection, url=target, event_buffer=event_buffer)
+                nursery.start_soon(client._read_frames)
+                nursery.start_soon(client._send_frames)
                 await client._wait_connected(deadline)
                 yield client
             except BaseException as exc:
                 body_error = exc
-            try:
-                await client.aclose()
-            except BaseException as exc:
-                close_error = exc
+            if client is not None:
+                try:
+                    await client.aclose()
+                except BaseException as exc:
+                    close_error = exc
             nursery.cancel_scope.cancel()
-        if body_error is not None:
-            try:
+    except BaseExceptionGroup as group:
+        # A task failed: trio-websocket's reader raises ConnectionRejected for a refusal (and
+        # the body was cancelled by it, so body_error is that cancellation).
+        body_error = close_error = None
+        rejected = next(
+            (e for e in _leaves(group) if isinstance(e, trio_websocket.ConnectionRejected)), None
+        )
+        if rejected is not None:
+            raise _refusal(rejected, target) from rejected
+        if client is None:
+            raise trio_websocket.HandshakeError(
+                f"the WebSocket handshake with {target} failed"
+            ) from group
+        raise
+    else:
+        try:
+            if body_error is not None:
                 raise body_error
-            finally:
-                body_error = None  # no reference cycle through the traceback
-        if close_error is not None:
-            try:
+            if close_error is not None:
                 raise close_error
-            finally:
-                close_error = None
+        finally:
+            body_error = close_error = None  # no reference cycle through the traceback
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)

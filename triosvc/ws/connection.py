@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..web.asgi import refuse_websocket
 from .protocol import BadCall, decode_call, encode_connected, encode_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from werkzeug.wrappers import Response
 
     from ..web.asgi import Receive, Scope, Send
     from .endpoint import WebSocketEndpoint
@@ -50,7 +49,7 @@ async def serve_connection(
         return
     refusal = endpoint.refusal()
     if refusal is not None:
-        await _refuse(scope, send, refusal)
+        await refuse_websocket(scope, send, refusal)
         return
     socket_id = uuid.uuid4().hex
     hub = endpoint.hub
@@ -63,7 +62,7 @@ async def serve_connection(
         state.outbox.send_nowait(encode_connected(socket_id))
         refusal = await endpoint.connect(socket_id, scope)
         if refusal is not None:
-            await _refuse(scope, send, refusal)
+            await refuse_websocket(scope, send, refusal)
             return
         await send({"type": "websocket.accept"})
         accepted = True
@@ -126,22 +125,3 @@ class _Connection:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self.send({"type": "websocket.close", "code": state.close_code})
         connection_scope.cancel()
-
-
-async def _refuse(scope: Scope, send: Send, response: Response) -> None:
-    """Answer the handshake with an HTTP error (status and JSON body) instead of accepting."""
-    from ..web.asgi import asgi_headers
-
-    extensions = scope.get("extensions") or {}
-    if "websocket.http.response" not in extensions:  # type: ignore[operator]
-        await send({"type": "websocket.close", "code": 1008})  # the server answers 403
-        return
-    response, headers = asgi_headers(response)
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": response.status_code,
-            "headers": headers,
-        }
-    )
-    await send({"type": "websocket.http.response.body", "body": response.get_data()})
