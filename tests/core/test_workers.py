@@ -451,3 +451,27 @@ async def test_context_header_prefix_is_configurable(runner_factory, local_confi
     assert described["data"]["tenant"] == "blue"
     assert "language" not in described["data"]
     assert described["call_id_stack"] == ["a.b.c", described["call_id"]]
+
+
+async def test_a_call_cancelled_as_it_takes_a_slot_leaks_nothing(local_config):
+    """Cancelled on arrival, with slots free: the slot is not taken, or is given back."""
+    from triosvc.core.container import ServiceContainer
+
+    class Service:
+        name = "service"
+
+        @http("GET", "/")
+        async def index(self, request):
+            return "ok"
+
+    container = ServiceContainer(Service, {**local_config, "WEB_SERVER_MAX_WORKERS": 2})
+    for _ in range(5):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with container.worker_slot():
+                raise AssertionError("a cancelled call must not run")
+    stats = container.statistics()
+    assert (stats.busy_workers, stats.waiting_calls) == (0, 0)
+    with trio.fail_after(5):  # a leaked slot would make this wait forever
+        async with container.worker_slot(), container.worker_slot():
+            assert container.statistics().busy_workers == 2

@@ -160,6 +160,11 @@ class ServiceContainer:
 
     async def _acquire_slot(self, deadline: float) -> WorkerSlot:
         slot = WorkerSlot(self)
+        # A cancelled call stops here, before it holds anything. With a free slot there
+        # is no reason to yield to the scheduler (the request's own I/O does), and from
+        # taking the slot to handing it over nothing may await: a cancellation there
+        # would leak the slot.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self._limiter.acquire_on_behalf_of_nowait(slot)
         except trio.WouldBlock:
@@ -170,10 +175,6 @@ class ServiceContainer:
                     f"{self.name}: all {self.max_workers} workers stayed busy until the "
                     "call's deadline; try again later"
                 ) from None
-        else:
-            # A free slot: no reason to yield to the scheduler (the request's own I/O
-            # does), but a cancelled call stops here.
-            await trio.lowlevel.checkpoint_if_cancelled()
         self._busy += 1
         if self._busy == 1:
             self._idle = trio.Event()
