@@ -6,14 +6,15 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Awaitable, Callable
-
-    import trio
 
     from ..asgi import ASGIApp, Receive, Scope, Send
     from . import EngineOptions
@@ -22,6 +23,35 @@ __all__ = ["serve"]
 
 #: hypercorn logs its errors here, and an INFO line per listener we leave quiet by default.
 LOGGER = logging.getLogger("triosvc.engine.hypercorn")
+
+
+def _guard_sends_during_close() -> None:
+    """Keep one connection's send race from stopping the whole server (hypercorn 0.18).
+
+    hypercorn's ``TCPServer._close`` calls ``send_eof`` outside the connection's send
+    lock; trio's ``send_eof`` holds the stream across a checkpoint, so a WebSocket ping
+    sent at that moment fails with ``trio.BusyResourceError``, which hypercorn does not
+    catch: it escapes the connection's task and ends ``serve`` (a client sending one bad
+    frame with heartbeats on could stop the service). The send is on a connection that
+    is closing anyway: treat it as hypercorn treats a broken one. Only this exception is
+    caught, so hypercorn's behaviour is otherwise untouched; the trio-native engine does
+    not need this.
+    """
+    original = TCPServer.protocol_send
+    if getattr(original, "_triosvc_guarded", False):
+        return
+
+    async def protocol_send(self: TCPServer, event: Event) -> None:
+        try:
+            await original(self, event)
+        except trio.BusyResourceError:
+            await self.protocol.handle(Closed())
+
+    protocol_send._triosvc_guarded = True  # type: ignore[attr-defined]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+
+
+_guard_sends_during_close()
 
 
 async def serve(
