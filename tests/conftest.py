@@ -10,14 +10,18 @@ socket can make the clock jump early.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from triosvc.runners import ServiceRunner
 from triosvc.web.server import WebServer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from triosvc.runners import ServiceRunner
 
 #: Upper bound, in seconds, for any test that talks over a real socket.
 SOCKET_TEST_TIMEOUT = 20
