@@ -1,0 +1,254 @@
+"""The payloads of service RPC: calls and replies as JSON text.
+
+A call is ``{"method": str, "args": [...], "kwargs": {...}, "context": {...}}``; a reply
+is ``{"result": <value>}`` or ``{"error": {"exc_type", "exc_path", "value", "exc_args"}}``.
+Payloads are strict, compact, ASCII JSON (no NaN or Infinity; non-ASCII characters as
+``\\uXXXX`` escapes), so that any broker can carry them as they are.
+
+Values arrive as JSON gives them back: tuples as lists, and the int, float, bool or None
+keys of a dict as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import attrs
+
+from ..exceptions import MalformedRequest
+from ._errors import error_fields
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "CallRequest",
+    "UnencodableValue",
+    "decode_call",
+    "decode_reply",
+    "encode_call",
+    "encode_error",
+    "encode_result",
+]
+
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_JSON_VALUES: Final = "dict (str keys), list, tuple, str, int, finite float, bool or None"
+
+
+class UnencodableValue(TypeError):
+    """A value that JSON cannot hold; the message says where it is and what it is."""
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODE: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def _dumps(message: object) -> str | None:
+    """The JSON text of ``message``; None if JSON cannot hold it."""
+    try:
+        return _ENCODE(message)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+# -- calls -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CallRequest:
+    """A decoded call: the method to run, its arguments, and the caller's context data."""
+
+    method: str
+    args: tuple[object, ...]
+    kwargs: Mapping[str, object]
+    context: Mapping[str, object]
+
+
+def encode_call(
+    where: str,
+    method: str,
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    context: Mapping[str, object],
+) -> str:
+    """The payload of a call to ``where`` (``"service.method"``, for messages).
+
+    Raises:
+        UnencodableValue: a TypeError naming the argument (or context key) JSON cannot
+            hold, and where inside it the value is; nothing has been sent.
+    """
+    message = {"method": method, "args": list(args), "kwargs": dict(kwargs), "context": context}
+    text = _dumps(message)
+    if text is not None:
+        return text
+    for index, value in enumerate(args):
+        _check(value, f"{where}: argument {index}")
+    for name, value in kwargs.items():
+        _check(value, f"{where}: keyword argument {name!r}")
+    for key, value in context.items():
+        _check(value, f"{where}: context data {key!r}")
+    raise UnencodableValue(f"{where}: the call cannot be encoded as JSON")  # pragma: no cover
+
+
+def decode_call(payload: str | bytes) -> CallRequest:
+    """Read a call's payload.
+
+    Raises:
+        MalformedRequest: the payload is not a call this module wrote.
+    """
+    try:
+        message = _DECODE(payload if isinstance(payload, str) else payload.decode())
+    except (ValueError, RecursionError):
+        raise MalformedRequest("an RPC call that is not JSON") from None
+    if not isinstance(message, dict):
+        raise MalformedRequest("an RPC call must be a JSON object")
+    method = message.get("method")
+    args = message.get("args", [])
+    kwargs = message.get("kwargs", {})
+    context = message.get("context", {})
+    if not isinstance(method, str):
+        raise MalformedRequest("an RPC call needs a string 'method'")
+    if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(context, dict):
+        raise MalformedRequest(
+            "an RPC call's 'args' must be a list, 'kwargs' and 'context' objects"
+        )
+    return CallRequest(method=method, args=tuple(args), kwargs=kwargs, context=context)
+
+
+# -- replies -----------------------------------------------------------------------------
+
+
+def encode_result(where: str, value: object) -> str:
+    """The payload of a successful reply from ``where``.
+
+    Raises:
+        UnencodableValue: JSON cannot hold ``value``; the message says where in it.
+    """
+    text = _dumps({"result": value})
+    if text is None:
+        _check(value, f"the result of {where}")
+        raise UnencodableValue(f"the result of {where} cannot be encoded as JSON")
+    return text
+
+
+def encode_error(exc: BaseException) -> str:
+    """The payload of a failed reply; never raises."""
+    text = _dumps({"error": error_fields(exc)})
+    assert text is not None, "error_fields gives JSON values only"
+    return text
+
+
+def decode_reply(payload: str | bytes) -> tuple[bool, object]:
+    """``(True, result)`` or ``(False, error fields)`` from a reply's payload.
+
+    A reply that cannot be read becomes the error fields of a MalformedRequest.
+    """
+    try:
+        message = _DECODE(payload if isinstance(payload, str) else payload.decode())
+    except (ValueError, RecursionError):
+        message = None
+    if isinstance(message, dict):
+        if "result" in message:
+            return True, message["result"]
+        if isinstance(message.get("error"), dict):
+            return False, message["error"]
+    return False, error_fields(MalformedRequest("an RPC reply that cannot be read"))
+
+
+# -- finding what JSON cannot hold -----------------------------------------------------------
+
+# A path inside a value is a linked list (parent, key), so that each step deeper is O(1).
+_Path: TypeAlias = "tuple[_Path, object] | None"
+
+
+def _check(value: object, what: str) -> None:
+    """Raise UnencodableValue if JSON cannot hold ``value``, naming ``what`` and the spot."""
+    problem = _find_problem(value)
+    if problem is not None:
+        path, reason = problem
+        at = f" at {_render(path)}" if path is not None else ""
+        raise UnencodableValue(
+            f"{what} cannot be sent as JSON: the value{at} {reason}; RPC arguments and "
+            f"results are JSON values: {_JSON_VALUES}"
+        )
+
+
+def _find_problem(root: object) -> tuple[_Path, str] | None:
+    """The first value (in json's order) JSON cannot hold, and why; None if there is none.
+
+    Iterative, so that a value nested beyond the recursion limit is walked too.
+    """
+    # An int on the stack marks the end of the container with that id.
+    stack: list[tuple[object, _Path] | int] = [(root, None)]
+    open_containers: set[int] = set()  # being walked: meeting one again is a cycle
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int):
+            open_containers.discard(item)
+            continue
+        value, path = item
+        if value is None or isinstance(value, str | bool):
+            continue
+        problem: str | None
+        if isinstance(value, int):
+            problem = _int_problem(value)
+        elif isinstance(value, float):
+            problem = (
+                None if math.isfinite(value) else f"is {value!r}, which JSON has no way to write"
+            )
+        elif isinstance(value, list | tuple | dict):
+            if id(value) in open_containers:
+                return path, "is a circular reference to a container it is inside"
+            problem = _keys_problem(value) if isinstance(value, dict) else None
+            if problem is None:
+                children = value.items() if isinstance(value, dict) else enumerate(value)
+                open_containers.add(id(value))
+                stack.append(id(value))
+                stack.extend((child, (path, key)) for key, child in reversed(list(children)))
+                continue
+        else:
+            problem = f"has type {_type_name(value)}"
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def _int_problem(value: int) -> str | None:
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return "is an int with more digits than Python writes (sys.get_int_max_str_digits())"
+    return None
+
+
+def _keys_problem(mapping: dict[object, object]) -> str | None:
+    for key in mapping:
+        if key is None or isinstance(key, str | bool):
+            continue
+        if isinstance(key, int) and _int_problem(key) is None:
+            continue
+        if isinstance(key, float) and math.isfinite(key):
+            continue
+        return f"has a key of type {_type_name(key)}; JSON object keys are strings"
+    return None
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _render(path: _Path) -> str:
+    keys: list[object] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    text = "".join(f"[{key!r}]" for key in reversed(keys))
+    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"
