@@ -272,16 +272,9 @@ _URL_CHARS: Final = re.compile(r"[!-~]+")  # urlsplit silently drops tabs and ne
 
 def _engine(value: object) -> str:
     key = "WEB_SERVER_ENGINE"
-    if value == "hypercorn":
-        return "hypercorn"
-    if value == "triosvc":
-        raise _error(
-            key,
-            value,
-            "the trio-native engine is not available yet in this version of triosvc;"
-            " use 'hypercorn'",
-        )
-    raise _error(key, value, "expected 'hypercorn'")
+    if value in ("hypercorn", "triosvc"):
+        return str(value)
+    raise _error(key, value, "expected 'hypercorn' or 'triosvc'")
 
 
 def _is_redis_url(url: str) -> bool:
@@ -302,13 +295,18 @@ def _is_redis_url(url: str) -> bool:
     )
 
 
+# memory://<name>: a separate broker inside the process (tests, several embedded apps).
+_MEMORY_URL: Final = re.compile(r"memory://[A-Za-z0-9_.-]{0,100}")
+
+
 def _broker_url(value: object) -> str:
-    if value == "memory://":
-        return "memory://"
+    if isinstance(value, str) and _MEMORY_URL.fullmatch(value):
+        return value
     if isinstance(value, str) and _is_redis_url(value):
         return value
     raise _config_error(
         f"BROKER_URL={_show_url(value)}: expected 'memory://' or 'redis://host[:port][/db]'"
+        " (or 'memory://<name>' for a separate in-process broker: letters, digits, _ . -)"
     )
 
 

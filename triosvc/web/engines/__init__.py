@@ -38,6 +38,11 @@ class EngineOptions:
     websocket_ping_interval: float | None = None
     #: Bytes of one incoming WebSocket message; a larger one closes the socket with 1009.
     websocket_max_message_size: int = 1024 * 1024
+    #: Seconds an idle keep-alive connection is kept (the triosvc engine).
+    keep_alive_timeout: float = 5.0
+    #: Seconds one write to a peer may take before the connection is aborted (the
+    #: triosvc engine).
+    write_timeout: float = 10.0
 
 
 class Engine(Protocol):
@@ -58,8 +63,14 @@ def _hypercorn() -> Engine:
     return serve
 
 
+def _triosvc() -> Engine:
+    from .native import serve
+
+    return serve
+
+
 #: Engine names (WEB_SERVER_ENGINE) and how to load them: imported only when used.
-ENGINES: dict[str, Callable[[], Engine]] = {"hypercorn": _hypercorn}
+ENGINES: dict[str, Callable[[], Engine]] = {"hypercorn": _hypercorn, "triosvc": _triosvc}
 
 
 def get_engine(name: str) -> Engine:

@@ -1,0 +1,89 @@
+"""The byte stream under one connection: plain reads, and writes under a deadline.
+
+No write may block forever. Every write runs under a deadline (the engine's
+``write_timeout``, or a shorter one for close frames); a write that does not finish in
+time (the peer takes nothing: a zero TCP window) *aborts* the connection, closing the
+socket, since a half-written frame leaves the stream unusable anyway. A write cancelled
+from outside leaves what it did not send queued (trio's ``socket.send`` sends what it
+reports, or nothing): the next write sends that rest first, under its own deadline, so
+the stream stays whole and a close frame can still follow a cancelled message. Data
+is committed before the first checkpoint. Writes are never shielded.
+
+Once the connection is closed, reads return ``b""`` (end of stream) and writes return
+False at once: the engine's users (the ASGI app) see a gone peer, never an exception
+from the socket. Reads carry no deadline here: each caller knows which one applies.
+"""
+
+from __future__ import annotations
+
+import trio
+
+__all__ = ["READ_SIZE", "Transport"]
+
+#: Bytes asked of the socket per read: the most any connection buffers beyond its needs.
+READ_SIZE = 64 * 1024
+
+
+class Transport:
+    """One accepted TCP connection."""
+
+    __slots__ = ("_pending", "_write_lock", "closed", "stream", "write_timeout")
+
+    def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
+        self.stream = stream
+        self.write_timeout = write_timeout
+        self.closed = False
+        # WebSocket writes come from several tasks (app, pongs, pings): one at a time.
+        self._write_lock = trio.StrictFIFOLock()
+        #: Bytes committed to go out, in order (one entry per waiting writer at most).
+        self._pending: list[bytes] = []
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; ``b""`` once it or we closed the connection."""
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return b""
+        try:
+            return await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+            return b""
+
+    async def write(self, data: bytes, within: float | None = None) -> bool:
+        """Send ``data`` within ``within`` seconds (default: the write timeout); False if gone.
+
+        ``data`` is committed before the first checkpoint: if this call is cancelled,
+        what did not go out stays queued, and the next write sends it first.
+        """
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._pending.append(data)
+        async with self._write_lock:
+            if not self._pending or self.closed:  # an earlier writer took it along
+                return not self.closed
+            chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            with trio.move_on_after(self.write_timeout if within is None else within) as scope:
+                sent = 0
+                try:
+                    with memoryview(chunk) as view:
+                        while sent < len(view):
+                            sent += await self.stream.socket.send(view[sent:])
+                except (OSError, trio.ClosedResourceError):  # reset, broken pipe, closed
+                    self.close()
+                    return False
+                except trio.Cancelled:
+                    if not scope.cancel_called:  # cancelled from outside: the rest waits
+                        self._pending.insert(0, chunk[sent:])
+                    raise
+            if scope.cancelled_caught:
+                self.close()
+                return False
+            return True
+
+    def close(self) -> None:
+        """Close the socket now; a task blocked reading or writing it wakes up."""
+        if not self.closed:
+            self.closed = True
+            self.stream.socket.close()
