@@ -4,6 +4,7 @@
 
     TriosvcError
     ├── ConfigurationError (also ValueError): bad service definition or config value
+    ├── UnencodableValue (also TypeError): a value JSON cannot carry (a result, an argument)
     ├── HttpError: an HTTP answer with a status; error responses name the class
     │   ├── BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404),
     │   │   MethodNotAllowed (405), RequestTimeout (408), Conflict (409),
@@ -40,6 +41,7 @@ __all__ = [
     "Timeout",
     "TriosvcError",
     "Unauthorized",
+    "UnencodableValue",
     "UnknownService",
 ]
 
@@ -54,6 +56,10 @@ class ConfigurationError(TriosvcError, ValueError):
     Raised before anything listens. The message names the class and attribute,
     or the config key, the value and what is expected.
     """
+
+
+class UnencodableValue(TriosvcError, TypeError):
+    """A value JSON cannot carry; the message says where in it, and its type."""
 
 
 class HttpError(TriosvcError):

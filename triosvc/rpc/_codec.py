@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import attrs
 
-from ..exceptions import MalformedRequest
+from ..exceptions import MalformedRequest, UnencodableValue
 from ._errors import error_fields
 
 if TYPE_CHECKING:
@@ -35,10 +35,6 @@ __all__ = [
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 _JSON_VALUES: Final = "dict (str keys), list, tuple, str, int, finite float, bool or None"
-
-
-class UnencodableValue(TypeError):
-    """A value that JSON cannot hold; the message says where it is and what it is."""
 
 
 def _reject_constant(name: str) -> object:

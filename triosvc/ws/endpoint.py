@@ -171,16 +171,16 @@ class WebSocketEndpoint:
         where = entrypoint.qualified_name if entrypoint is not None else "WebSocket call"
         expected = entrypoint.expected_exceptions if entrypoint is not None else ()
         debug = entrypoint.debug if entrypoint is not None else self.settings.debug
+        if isinstance(error, UnencodableValue):
+            LOGGER.error("%s returned a value JSON cannot encode: %s", where, error)
+            message = f"the result of {where} cannot be encoded as JSON"
+            return encode_error(correlation_id, "InternalServerError", message, [message])
         if isinstance(error, TriosvcError):
             LOGGER.info("%s: %s: %s", where, type(error).__name__, error)
             return encode_error(correlation_id, *error_fields(error))
         if expected and isinstance(error, expected):
             LOGGER.warning("%s raised %s: %s", where, type(error).__name__, error)
             return encode_error(correlation_id, *error_fields(error))
-        if isinstance(error, UnencodableValue):
-            LOGGER.error("%s returned a value JSON cannot encode: %s", where, error)
-            message = f"the result of {where} cannot be encoded as JSON"
-            return encode_error(correlation_id, "InternalServerError", message, [message])
         LOGGER.error("%s failed", where, exc_info=error)
         if debug:
             return encode_error(correlation_id, *error_fields(error))

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, TypeAlias, final
 
 import attrs
 
-from ..exceptions import IncorrectSignature, MalformedRequest
+from ..exceptions import IncorrectSignature, MalformedRequest, UnencodableValue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -76,15 +76,6 @@ _UNKNOWN_ERROR = "UnknownError"
 _EXPECTED_CALL = 'expected a JSON object {"method": ..., "data": {...}, "correlation_id": ...}'
 _BINARY_CALL = "binary frames are not supported: send JSON text"
 _JSON_TYPES = "dict (with str keys), list, tuple, str, int, finite float, bool and None"
-
-
-class UnencodableValue(TypeError):
-    """A value that cannot be written as strict JSON, so cannot be sent.
-
-    The message says where in the frame the value is and what type it has. Raised by
-    :func:`encode_result`, :func:`encode_event` and :func:`encode_call`; the server answers such
-    a result with :func:`encode_error` instead, and the socket stays open.
-    """
 
 
 # Events -------------------------------------------------------------------------------------
