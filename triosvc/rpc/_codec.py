@@ -12,11 +12,11 @@ keys of a dict as strings.
 from __future__ import annotations
 
 import json
-import math
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from .._jsonvalues import find_unencodable, render_path
 from ..exceptions import MalformedRequest, UnencodableValue
 from ._errors import error_fields
 
@@ -158,93 +158,14 @@ def decode_reply(payload: str | bytes) -> tuple[bool, object]:
 
 # -- finding what JSON cannot hold -----------------------------------------------------------
 
-# A path inside a value is a linked list (parent, key), so that each step deeper is O(1).
-_Path: TypeAlias = "tuple[_Path, object] | None"
-
 
 def _check(value: object, what: str) -> None:
     """Raise UnencodableValue if JSON cannot hold ``value``, naming ``what`` and the spot."""
-    problem = _find_problem(value)
-    if problem is not None:
-        path, reason = problem
-        at = f" at {_render(path)}" if path is not None else ""
+    found = find_unencodable(value)
+    if found is not None:
+        path, reason = found
+        at = f" at {render_path(path)}" if path is not None else ""
         raise UnencodableValue(
             f"{what} cannot be sent as JSON: the value{at} {reason}; RPC arguments and "
             f"results are JSON values: {_JSON_VALUES}"
         )
-
-
-def _find_problem(root: object) -> tuple[_Path, str] | None:
-    """The first value (in json's order) JSON cannot hold, and why; None if there is none.
-
-    Iterative, so that a value nested beyond the recursion limit is walked too.
-    """
-    # An int on the stack marks the end of the container with that id.
-    stack: list[tuple[object, _Path] | int] = [(root, None)]
-    open_containers: set[int] = set()  # being walked: meeting one again is a cycle
-    while stack:
-        item = stack.pop()
-        if isinstance(item, int):
-            open_containers.discard(item)
-            continue
-        value, path = item
-        if value is None or isinstance(value, str | bool):
-            continue
-        problem: str | None
-        if isinstance(value, int):
-            problem = _int_problem(value)
-        elif isinstance(value, float):
-            problem = (
-                None if math.isfinite(value) else f"is {value!r}, which JSON has no way to write"
-            )
-        elif isinstance(value, list | tuple | dict):
-            if id(value) in open_containers:
-                return path, "is a circular reference to a container it is inside"
-            problem = _keys_problem(value) if isinstance(value, dict) else None
-            if problem is None:
-                children = value.items() if isinstance(value, dict) else enumerate(value)
-                open_containers.add(id(value))
-                stack.append(id(value))
-                stack.extend((child, (path, key)) for key, child in reversed(list(children)))
-                continue
-        else:
-            problem = f"has type {_type_name(value)}"
-        if problem is not None:
-            return path, problem
-    return None
-
-
-def _int_problem(value: int) -> str | None:
-    try:
-        int.__repr__(value)
-    except ValueError:
-        return "is an int with more digits than Python writes (sys.get_int_max_str_digits())"
-    return None
-
-
-def _keys_problem(mapping: dict[object, object]) -> str | None:
-    for key in mapping:
-        if key is None or isinstance(key, str | bool):
-            continue
-        if isinstance(key, int) and _int_problem(key) is None:
-            continue
-        if isinstance(key, float) and math.isfinite(key):
-            continue
-        return f"has a key of type {_type_name(key)}; JSON object keys are strings"
-    return None
-
-
-def _type_name(value: object) -> str:
-    cls = type(value)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _render(path: _Path) -> str:
-    keys: list[object] = []
-    while path is not None:
-        path, key = path
-        keys.append(key)
-    text = "".join(f"[{key!r}]" for key in reversed(keys))
-    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"

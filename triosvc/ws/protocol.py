@@ -42,10 +42,11 @@ import json
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, TypeAlias, final
+from typing import TYPE_CHECKING, final
 
 import attrs
 
+from .._jsonvalues import find_unencodable, render_path
 from ..exceptions import IncorrectSignature, MalformedRequest, UnencodableValue
 
 if TYPE_CHECKING:
@@ -509,94 +510,11 @@ def _describe_error(exc: Exception) -> str:
 def _find_unencodable(message: dict[str, object]) -> str | None:
     """Say where the first value json cannot write is, and its type; None if none is found.
 
-    Walks in the order json writes (so it finds what json failed on) and without recursion (so a
-    value nested beyond the recursion limit is walked too). Never raises.
+    The frame's own keys name the parts at the top (``data``, ``correlation_id``).
     """
-    try:
-        return _walk(message)
-    except Exception:  # a container subclass that breaks when iterated
-        return None
-
-
-# A path is a linked list (parent, key), so that each step deeper costs O(1).
-_Path: TypeAlias = "tuple[_Path, object] | None"
-
-
-def _walk(message: dict[str, object]) -> str | None:
-    # The frame's own keys name the parts at the top ("data", "correlation_id"). An int on the
-    # stack marks the end of the container with that id.
-    stack: list[tuple[object, _Path] | int] = [
-        (value, (None, key)) for key, value in reversed(message.items())
-    ]
-    open_containers: set[int] = set()  # those being walked: meeting one again is a cycle
-    while stack:
-        item = stack.pop()
-        if isinstance(item, int):
-            open_containers.discard(item)
-            continue
-        value, path = item
-        if value is None or isinstance(value, str | bool):
-            continue
-        if isinstance(value, int):
-            problem = _int_problem(value)
-        elif isinstance(value, float):
-            problem = _float_problem(value)
-        elif isinstance(value, list | tuple | dict):
-            if id(value) in open_containers:
-                return f"{_render(path)} is a circular reference to a container it is in"
-            problem = _keys_problem(value) if isinstance(value, dict) else None
-            if problem is None:
-                children = value.items() if isinstance(value, dict) else enumerate(value)
-                open_containers.add(id(value))
-                stack.append(id(value))
-                stack.extend((child, (path, key)) for key, child in reversed(list(children)))
-                continue
-        else:
-            problem = f"has type {_type_name(value)}"
-        if problem is not None:
-            return f"{_render(path)} {problem}"
+    for key, value in message.items():
+        found = find_unencodable(value)
+        if found is not None:
+            path, problem = found
+            return f"{key}{render_path(path)} {problem}"
     return None
-
-
-def _int_problem(value: int) -> str | None:
-    try:
-        int.__repr__(value)
-    except ValueError:
-        return "is an int with more digits than Python writes (sys.get_int_max_str_digits())"
-    return None
-
-
-def _float_problem(value: float) -> str | None:
-    return None if math.isfinite(value) else f"is {value!r}, and JSON has no NaN or Infinity"
-
-
-def _keys_problem(mapping: dict[object, object]) -> str | None:
-    for key in mapping:
-        if key is None or isinstance(key, str | bool):
-            continue
-        if isinstance(key, int):
-            problem = _int_problem(key)
-        elif isinstance(key, float):
-            problem = _float_problem(key)
-        else:
-            return f"has a key of type {_type_name(key)}; JSON object keys are strings"
-        if problem is not None:
-            return f"has a key that {problem}"
-    return None
-
-
-def _type_name(value: object) -> str:
-    cls = type(value)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _render(path: _Path) -> str:
-    keys: list[object] = []
-    while path is not None:
-        path, key = path
-        keys.append(key)
-    keys.reverse()
-    text = str(keys[0]) + "".join(f"[{key!r}]" for key in keys[1:])
-    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"
