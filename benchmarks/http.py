@@ -1,0 +1,558 @@
+"""HTTP throughput and latency of triosvc against bare hypercorn-trio and quart-trio.
+
+One run starts each server (``benchmarks/servers/``) in its own process pinned to one CPU,
+one at a time, drives it with wrk pinned to another CPU, and prints a table of the medians
+over several interleaved rounds, with each figure's ratio to bare hypercorn-trio on the same
+route. See benchmarks/README.md. Needs ``wrk`` (Debian: ``apt-get install wrk``), ``taskset``
+(util-linux) and, for the quart-trio server, ``pip install quart-trio``.
+
+    python benchmarks/http.py                       # the defaults: a few minutes
+    python benchmarks/http.py --duration 10 --rounds 3
+"""
+
+# This file is named http.py and Python puts its folder first on sys.path: it must not
+# import anything that imports the standard library's ``http`` package (urllib.request,
+# http.client...), which would find this file instead. The servers run in processes of
+# their own, from benchmarks/servers/, and are not affected.
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVER_DIR = HERE / "servers"
+
+#: name -> the program serving the two endpoints (prints ``PORT <n>`` once ready).
+SERVERS = {
+    "hypercorn-trio": SERVER_DIR / "bare_hypercorn.py",
+    "triosvc": SERVER_DIR / "triosvc_app.py",
+    "quart-trio": SERVER_DIR / "quart_trio_app.py",
+}
+BASELINE = "hypercorn-trio"
+
+#: route -> a check of the body it answers (run once per server start, before any load).
+ROUTES = {
+    "/hello": lambda body: body == b"hello",
+    "/users/42": lambda body: json.loads(body).get("id") == 42,
+}
+
+#: The issue's targets: triosvc at >= this share of bare hypercorn-trio's requests/s on
+#: every route, and more requests/s than quart-trio.
+TARGET_RATIO = 0.85
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchmarkError(Exception):
+    """A server or wrk did not behave: the run stops with this message."""
+
+
+# -- child processes ---------------------------------------------------------------------------
+
+#: Every child process still running; killed on the way out, Ctrl+C included.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _spawn(command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    # A session of its own: Ctrl+C reaches only this runner, which then stops its children.
+    process = subprocess.Popen(command, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    _children.append(process)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop one child of ours (and its process group): SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    if process in _children:
+        _children.remove(process)
+
+
+def _stop_all() -> None:
+    while _children:
+        _stop(_children[-1])
+
+
+def _pinned(cpu: int, command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command]
+
+
+class Server:
+    """One server program running in a child process pinned to ``cpu``."""
+
+    def __init__(self, name: str, cpu: int, log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.process = _spawn(
+            _pinned(cpu, [sys.executable, str(SERVERS[name])]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=SERVER_DIR,
+        )
+        self.port = self._read_port()
+
+    def _read_port(self) -> int:
+        stdout = self.process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
+                raise BenchmarkError(f"{self.name}: not ready after {READY_TIMEOUT}s{self._tail()}")
+            chunk = os.read(stdout.fileno(), 1)
+            if not chunk:
+                raise BenchmarkError(f"{self.name}: exited before it was ready{self._tail()}")
+            line += chunk
+        match = re.fullmatch(rb"PORT (\d+)\s*", line)
+        if match is None:
+            raise BenchmarkError(f"{self.name}: expected 'PORT <n>', got {line!r}")
+        return int(match[1])
+
+    def _tail(self) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").strip()
+        return f"; its log ({self.log_path}) ends with:\n{text[-2000:]}" if text else ""
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (/proc/<pid>/stat)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchmarkError(f"{self.name}: exited during the run{self._tail()}")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self._log.close()
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on loopback over a raw socket (urllib would import ``http``: see the top).
+
+    The body is read by its Content-Length: quart-trio on hypercorn leaves the connection
+    open after its answer even when the request asks for ``Connection: close``.
+    """
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length is None:
+            raise BenchmarkError(f"GET {path}: an answer without Content-Length: {head!r}")
+        while len(body) < int(length[1]) and (chunk := sock.recv(65536)):
+            body += chunk
+    return int(head.split(b" ", 2)[1]), body
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One wrk run's figures."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    #: Non-2xx/3xx responses and socket errors (connect, read, write, timeout).
+    errors: int
+    #: CPU time the server process used per request (user + system), in microseconds: what
+    #: a request costs, much less sensitive than req/s to other tenants of a shared machine.
+    cpu_us_per_request: float = math.nan
+    #: The server's CPU time over the run's wall time: near 100% when it is the bottleneck
+    #: and had its CPU to itself; less when others took CPU 0 (or wrk was the bottleneck).
+    cpu_percent: float = math.nan
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match[1]) * _UNITS_MS[match[2]]
+
+
+def parse_wrk(output: str) -> Sample:
+    """The figures of wrk's ``--latency`` report."""
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchmarkError(f"wrk's report has no {pattern!r}:\n{output}")
+        return match
+
+    errors = 0
+    if non_2xx := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output):
+        errors += int(non_2xx[1])
+    if socket_errors := re.search(r"Socket errors:(.*)$", output, re.MULTILINE):
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors[1]))
+    return Sample(
+        requests_per_s=float(find(r"^Requests/sec:\s*([\d.]+)")[1]),
+        p50_ms=_duration_ms(find(r"^\s*50%\s+(\S+)")[1]),
+        p99_ms=_duration_ms(find(r"^\s*99%\s+(\S+)")[1]),
+        requests=int(find(r"^\s*(\d+) requests in")[1]),
+        errors=errors,
+    )
+
+
+def run_wrk(args: argparse.Namespace, port: int, path: str, seconds: int) -> Sample:
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        "--latency",
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    process = _spawn(
+        _pinned(args.client_cpu, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = process.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"wrk did not finish within {seconds + 30}s") from None
+    finally:
+        _stop(process)
+    if process.returncode != 0:
+        raise BenchmarkError(f"wrk failed ({process.returncode}): {err.decode(errors='replace')}")
+    return parse_wrk(out.decode())
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def _rotated(items: list[str], by: int) -> list[str]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def check_routes(server: Server) -> None:
+    """One GET per route before any load: each server must answer the same thing."""
+    for path, check in ROUTES.items():
+        try:
+            status, body = http_get(server.port, path)
+        except OSError as exc:
+            raise BenchmarkError(f"{server.name}: GET {path} failed: {exc}") from None
+        try:
+            answered = status == 200 and check(body)
+        except (ValueError, AttributeError):  # not JSON, or not a JSON object
+            answered = False
+        if not answered:
+            raise BenchmarkError(f"{server.name}: GET {path} answered {status} {body!r}")
+
+
+def measure(args: argparse.Namespace, server: Server, path: str) -> Sample:
+    """Warm up, then one measured wrk run, with the server's CPU time over it."""
+    if args.warmup:
+        run_wrk(args, server.port, path, args.warmup)
+    cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+    sample = run_wrk(args, server.port, path, args.duration)
+    server.check_alive()
+    cpu = server.cpu_seconds() - cpu_before
+    sample.cpu_percent = 100 * cpu / (time.monotonic() - wall_before)
+    sample.cpu_us_per_request = 1e6 * cpu / max(sample.requests, 1)
+    return sample
+
+
+def _progress(round_index: int, rounds: int, server: str, path: str, sample: Sample) -> str:
+    return (
+        f"  round {round_index + 1}/{rounds}  {server:<15} {path:<10}"
+        f" {sample.requests_per_s:>6.0f} req/s  p50 {sample.p50_ms:6.1f} ms"
+        f"  p99 {sample.p99_ms:6.1f} ms  {sample.cpu_us_per_request:5.0f} us CPU/req"
+        f"  (server CPU {sample.cpu_percent:3.0f}%)"
+        + (f"  ERRORS {sample.errors}" if sample.errors else "")
+    )
+
+
+def run(args: argparse.Namespace) -> dict[tuple[str, str], list[Sample]]:
+    """Every round: each server in turn (order rotated), started, loaded on each route, stopped."""
+    samples: dict[tuple[str, str], list[Sample]] = {
+        (s, r): [] for s in args.servers for r in ROUTES
+    }
+    log_dir = Path(tempfile.mkdtemp(prefix="triosvc-bench-"))
+    for round_index in range(args.rounds):
+        for server_name in _rotated(args.servers, round_index):
+            server = Server(server_name, args.server_cpu, log_dir)
+            try:
+                check_routes(server)
+                for path in _rotated(list(ROUTES), round_index):
+                    sample = measure(args, server, path)
+                    samples[(server_name, path)].append(sample)
+                    print(
+                        _progress(round_index, args.rounds, server_name, path, sample), flush=True
+                    )
+            finally:
+                server.stop()
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return samples
+
+
+@dataclass
+class Summary:
+    """The medians of one server and route over the rounds."""
+
+    server: str
+    route: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float
+    cpu_percent: float
+    min_requests_per_s: float
+    max_requests_per_s: float
+    errors: int
+    #: Ratios to BASELINE on the same route (None without a baseline).
+    requests_per_s_ratio: float | None = None
+    p50_ratio: float | None = None
+    p99_ratio: float | None = None
+    #: BASELINE's CPU per request over this one's: the req/s ratio the two would have
+    #: with a whole CPU each (above 1 is better, like requests_per_s_ratio).
+    cpu_efficiency_ratio: float | None = None
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the rounds' req/s: how noisy this row was."""
+        return (self.max_requests_per_s - self.min_requests_per_s) / self.requests_per_s
+
+
+def summarize(samples: dict[tuple[str, str], list[Sample]]) -> list[Summary]:
+    rows = {
+        key: Summary(
+            server=key[0],
+            route=key[1],
+            requests_per_s=statistics.median(s.requests_per_s for s in runs),
+            p50_ms=statistics.median(s.p50_ms for s in runs),
+            p99_ms=statistics.median(s.p99_ms for s in runs),
+            cpu_us_per_request=statistics.median(s.cpu_us_per_request for s in runs),
+            cpu_percent=statistics.median(s.cpu_percent for s in runs),
+            min_requests_per_s=min(s.requests_per_s for s in runs),
+            max_requests_per_s=max(s.requests_per_s for s in runs),
+            errors=sum(s.errors for s in runs),
+        )
+        for key, runs in samples.items()
+    }
+    for (_, route), row in rows.items():
+        base = rows.get((BASELINE, route))
+        if base is not None:
+            row.requests_per_s_ratio = row.requests_per_s / base.requests_per_s
+            row.p50_ratio = row.p50_ms / base.p50_ms
+            row.p99_ratio = row.p99_ms / base.p99_ms
+            row.cpu_efficiency_ratio = base.cpu_us_per_request / row.cpu_us_per_request
+    return list(rows.values())
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def print_table(rows: list[Summary]) -> None:
+    header = (
+        f"{'server':<15} {'route':<10} {'req/s':>7} {'vs bare':>7} {'p50 ms':>7} {'vs bare':>7}"
+        f" {'p99 ms':>7} {'vs bare':>7} {'CPU us/req':>10} {'bare/it':>7} {'CPU%':>5}"
+        f" {'spread':>6} {'errors':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for route in ROUTES:
+        for row in (r for r in rows if r.route == route):
+            print(
+                f"{row.server:<15} {row.route:<10} {row.requests_per_s:>7.0f}"
+                f" {_ratio(row.requests_per_s_ratio):>7}"
+                f" {row.p50_ms:>7.1f} {_ratio(row.p50_ratio):>7}"
+                f" {row.p99_ms:>7.1f} {_ratio(row.p99_ratio):>7}"
+                f" {row.cpu_us_per_request:>10.0f} {_ratio(row.cpu_efficiency_ratio):>7}"
+                f" {row.cpu_percent:>5.0f} {row.spread:>6.0%} {row.errors:>6}"
+            )
+    print(
+        "Medians over the rounds. 'vs bare': the figure divided by bare hypercorn-trio's on the\n"
+        "same route (above 1.00x: better for req/s, worse for latency). 'CPU us/req': the server\n"
+        "process's CPU time per request; 'bare/it': bare's CPU per request over this one's, the\n"
+        "req/s ratio with a whole CPU each (above 1.00x: cheaper than bare). 'CPU%': the server's\n"
+        "share of CPU during the run. 'spread': (max - min) / median of the rounds' req/s."
+    )
+
+
+def verdict(rows: list[Summary]) -> list[str]:
+    """The issue's targets, checked on the medians: one line each."""
+    by_key = {(r.server, r.route): r for r in rows}
+    lines = []
+    for route in ROUTES:
+        ours = by_key.get(("triosvc", route))
+        if ours is None:
+            continue
+        if ours.requests_per_s_ratio is not None and ours.cpu_efficiency_ratio is not None:
+            ok = ours.requests_per_s_ratio >= TARGET_RATIO
+            lines.append(
+                f"{'met   ' if ok else 'MISSED'} triosvc >= {TARGET_RATIO}x bare hypercorn-trio on"
+                f" {route}: {ours.requests_per_s_ratio:.2f}x req/s"
+                f" ({ours.cpu_efficiency_ratio:.2f}x by CPU per request)"
+            )
+        quart = by_key.get(("quart-trio", route))
+        if quart is not None:
+            ok = ours.requests_per_s > quart.requests_per_s
+            lines.append(
+                f"{'met   ' if ok else 'MISSED'} triosvc ahead of quart-trio on {route}:"
+                f" {ours.requests_per_s / quart.requests_per_s:.2f}x quart-trio's req/s"
+                f" ({quart.cpu_us_per_request / ours.cpu_us_per_request:.2f}x by CPU per request)"
+            )
+    noisy = [f"{r.server} {r.route}" for r in rows if r.spread > 0.2]
+    if noisy:
+        lines.append(
+            f"noisy: the rounds' req/s differ by more than 20% for {', '.join(noisy)}: the"
+            " ratios are that uncertain; run more --rounds, or when the machine is quieter"
+            " (a server CPU% under 100 means others took its CPU)"
+        )
+    return lines
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/http.py",
+        description=(
+            "Benchmark triosvc's HTTP entrypoint against a bare ASGI app on hypercorn-trio and a "
+            "quart-trio app: same two endpoints (GET /hello, GET /users/42), same hypercorn "
+            "settings, each server alone in a process pinned to one CPU, wrk pinned to another, "
+            "on loopback. Prints medians over interleaved rounds and ratios to bare hypercorn."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=int, default=8, help="seconds of each measured wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unmeasured load before each run (0: none)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t")
+    parser.add_argument("--server-cpu", type=int, default=0, help="the CPU the servers run on")
+    parser.add_argument("--client-cpu", type=int, default=1, help="the CPU wrk runs on")
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=list(SERVERS),
+        default=list(SERVERS),
+        metavar="NAME",
+        help=f"which servers, among: {', '.join(SERVERS)}",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--duration and --rounds must be >= 1, --warmup >= 0")
+    args.servers = list(dict.fromkeys(args.servers))
+    return args
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    for tool, hint in (("wrk", "apt-get install wrk"), ("taskset", "apt-get install util-linux")):
+        if shutil.which(tool) is None:
+            raise BenchmarkError(f"{tool} is not installed ({hint})")
+    available = os.sched_getaffinity(0)
+    for option, cpu in (("--server-cpu", args.server_cpu), ("--client-cpu", args.client_cpu)):
+        if cpu not in available:
+            raise BenchmarkError(
+                f"{option} {cpu}: this process may only use CPUs {sorted(available)}"
+            )
+    if args.server_cpu == args.client_cpu:
+        print("warning: server and wrk share one CPU; the figures will mostly measure wrk")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the finally blocks that stop the children
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Ctrl+C (even where a shell started this with SIGINT ignored) and SIGTERM both stop the
+    # run through the finally blocks that stop the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = datetime.datetime.now().astimezone()
+    clock = time.monotonic()
+    runs = args.rounds * len(args.servers) * len(ROUTES)
+    estimate = runs * (args.duration + args.warmup) + args.rounds * len(args.servers)
+    try:
+        _preflight(args)
+        print(
+            f"{started:%Y-%m-%d %H:%M %Z}: {len(args.servers)} servers x {len(ROUTES)} routes"
+            f" x {args.rounds} rounds of {args.duration}s (+{args.warmup}s warm-up),"
+            f" wrk -t{args.threads} -c{args.connections}; servers on CPU {args.server_cpu},"
+            f" wrk on CPU {args.client_cpu}; about {estimate // 60}m{estimate % 60:02d}s",
+            flush=True,
+        )
+        load_before = os.getloadavg()
+        samples = run(args)
+        load_after = os.getloadavg()
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _stop_all()
+    rows = summarize(samples)
+    print()
+    print_table(rows)
+    print()
+    for line in verdict(rows):
+        print(line)
+    print(
+        f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
+        f" ({os.cpu_count()} CPUs); took {time.monotonic() - clock:.0f}s"
+    )
+    if args.json is not None:
+        report = {
+            "date": started.isoformat(timespec="seconds"),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "load_average": [load_before[0], load_after[0]],
+            "results": [asdict(row) for row in rows],
+            "samples": {f"{s} {r}": [asdict(x) for x in v] for (s, r), v in samples.items()},
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
