@@ -18,7 +18,6 @@ route. See benchmarks/README.md. Needs ``wrk`` (Debian: ``apt-get install wrk``)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
@@ -35,6 +34,19 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))  # the shared helpers
+
+from _processes import (
+    CLOCK_TICKS,
+    READY_TIMEOUT,
+    pinned,
+    rotated,
+    spawn,
+    stop,
+    stop_all,
+    terminate,
+)
 
 HERE = Path(__file__).resolve().parent
 SERVER_DIR = HERE / "servers"
@@ -57,53 +69,12 @@ ROUTES = {
 #: every route, and more requests/s than quart-trio.
 TARGET_RATIO = 0.85
 
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 5.0
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 class BenchmarkError(Exception):
     """A server or wrk did not behave: the run stops with this message."""
 
 
 # -- child processes ---------------------------------------------------------------------------
-
-#: Every child process still running; killed on the way out, Ctrl+C included.
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _spawn(command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    # A session of its own: Ctrl+C reaches only this runner, which then stops its children.
-    process = subprocess.Popen(command, start_new_session=True, **kwargs)  # type: ignore[call-overload]
-    _children.append(process)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop one child of ours (and its process group): SIGTERM, then SIGKILL."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-    if process in _children:
-        _children.remove(process)
-
-
-def _stop_all() -> None:
-    while _children:
-        _stop(_children[-1])
-
-
-def _pinned(cpu: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *command]
 
 
 class Server:
@@ -113,8 +84,8 @@ class Server:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
-        self.process = _spawn(
-            _pinned(cpu, [sys.executable, str(SERVERS[name])]),
+        self.process = spawn(
+            pinned(cpu, [sys.executable, str(SERVERS[name])]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -149,14 +120,14 @@ class Server:
         """User + system CPU time of the server process so far (/proc/<pid>/stat)."""
         stat = Path(f"/proc/{self.process.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise BenchmarkError(f"{self.name}: exited during the run{self._tail()}")
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)
         self._log.close()
 
 
@@ -244,26 +215,21 @@ def run_wrk(args: argparse.Namespace, port: int, path: str, seconds: int) -> Sam
         "--latency",
         f"http://127.0.0.1:{port}{path}",
     ]
-    process = _spawn(
-        _pinned(args.client_cpu, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    process = spawn(
+        pinned(args.client_cpu, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         out, err = process.communicate(timeout=seconds + 30)
     except subprocess.TimeoutExpired:
         raise BenchmarkError(f"wrk did not finish within {seconds + 30}s") from None
     finally:
-        _stop(process)
+        stop(process)
     if process.returncode != 0:
         raise BenchmarkError(f"wrk failed ({process.returncode}): {err.decode(errors='replace')}")
     return parse_wrk(out.decode())
 
 
 # -- the run -----------------------------------------------------------------------------------
-
-
-def _rotated(items: list[str], by: int) -> list[str]:
-    by %= len(items)
-    return items[by:] + items[:by]
 
 
 def check_routes(server: Server) -> None:
@@ -311,11 +277,11 @@ def run(args: argparse.Namespace) -> dict[tuple[str, str], list[Sample]]:
     }
     log_dir = Path(tempfile.mkdtemp(prefix="triosvc-bench-"))
     for round_index in range(args.rounds):
-        for server_name in _rotated(args.servers, round_index):
+        for server_name in rotated(args.servers, round_index):
             server = Server(server_name, args.server_cpu, log_dir)
             try:
                 check_routes(server)
-                for path in _rotated(list(ROUTES), round_index):
+                for path in rotated(list(ROUTES), round_index):
                     sample = measure(args, server, path)
                     samples[(server_name, path)].append(sample)
                     print(
@@ -498,16 +464,12 @@ def _preflight(args: argparse.Namespace) -> None:
         print("warning: server and wrk share one CPU; the figures will mostly measure wrk")
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the finally blocks that stop the children
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl+C (even where a shell started this with SIGINT ignored) and SIGTERM both stop the
     # run through the finally blocks that stop the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
     runs = args.rounds * len(args.servers) * len(ROUTES)
@@ -531,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        _stop_all()
+        stop_all()
     rows = summarize(samples)
     print()
     print_table(rows)

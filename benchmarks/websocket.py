@@ -36,7 +36,6 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 sys.path.insert(0, str(SERVER_DIR))
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -54,6 +53,16 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import trio  # noqa: E402
+from _processes import (  # noqa: E402
+    CLOCK_TICKS,
+    READY_TIMEOUT,
+    pinned,
+    rotated,
+    spawn,
+    stop,
+    stop_all,
+    terminate,
+)
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Opcode  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
@@ -77,13 +86,10 @@ FANOUT_TARGET = 0.8
 MEMORY_TARGET_KIB = 50.0
 
 ROOM = "bench"
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 5.0
 #: Seconds for a worker to answer a command that is not bounded by its own timeout.
 COMMAND_TIMEOUT = 60.0
 #: Seconds the server is left alone before its RSS is read (sockets finish settling).
 SETTLE = 1.0
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchmarkError(Exception):
@@ -390,50 +396,12 @@ def worker_main(port: int) -> int:
 
 # == the runner ===============================================================================
 
-#: Every child process still running; killed on the way out, Ctrl+C included.
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _spawn(command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    # A session of its own: Ctrl+C reaches only this runner, which then stops its children.
-    process = subprocess.Popen(command, start_new_session=True, **kwargs)  # type: ignore[call-overload]
-    _children.append(process)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop one child of ours (and its process group): SIGTERM, then SIGKILL."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-    if process in _children:
-        _children.remove(process)
-
-
-def _stop_all() -> None:
-    while _children:
-        _stop(_children[-1])
-
-
-def _pinned(cpu: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *command]
-
 
 def _proc_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/<pid>/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 class _Child:
@@ -448,8 +416,8 @@ class _Child:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self._buffer = b""
-        self.process = _spawn(
-            _pinned(cpu, command),
+        self.process = spawn(
+            pinned(cpu, command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -480,7 +448,7 @@ class _Child:
         return _proc_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)
         self._log.close()
 
 
@@ -718,17 +686,12 @@ def _progress(index: int, rounds: int, name: str, r: Round) -> str:
     return "  ".join(parts)
 
 
-def _rotated(items: list[str], by: int) -> list[str]:
-    by %= len(items)
-    return items[by:] + items[:by]
-
-
 def run(args: argparse.Namespace) -> dict[str, list[Round]]:
     """Every round: each server in turn (order rotated), started, measured, stopped."""
     rounds: dict[str, list[Round]] = {name: [] for name in args.servers}
     log_dir = Path(tempfile.mkdtemp(prefix="triosvc-ws-bench-"))
     for index in range(args.rounds):
-        for name in _rotated(args.servers, index):
+        for name in rotated(args.servers, index):
             server = Server(name, args.server_cpu, log_dir, args.send_buffer)
             clients: list[Client] = []
             try:
@@ -1109,17 +1072,13 @@ def _triosvc_revision() -> str:
     return f"{commit} + changes in triosvc/" if changes else commit
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the finally blocks that stop the children
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return worker_main(int(argv[1]))
     args = parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
     try:
@@ -1145,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        _stop_all()
+        stop_all()
     summary = summarize(rounds)
     print()
     print_tables(args, summary)
