@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ....core.gauge import Gauge
 from .http import LOGGER, HTTPConnection, ServerState
 from .transport import Transport
 
@@ -49,7 +50,7 @@ async def serve(
 ) -> None:
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     state = ServerState(app, options, _address(sock.getsockname()))
-    open_connections = _Count()
+    open_connections = Gauge()
     handler = partial(_connection, state, open_connections)
     try:
         async with trio.open_nursery() as connections:
@@ -72,8 +73,8 @@ async def serve(
         listener.socket.close()  # also when cancelled from outside before the trigger
 
 
-async def _connection(state: ServerState, count: _Count, stream: trio.SocketStream) -> None:
-    count.value += 1
+async def _connection(state: ServerState, count: Gauge, stream: trio.SocketStream) -> None:
+    count.up()
     transport = Transport(stream, state.options.write_timeout)
     try:
         client = _address(stream.socket.getpeername())
@@ -85,25 +86,10 @@ async def _connection(state: ServerState, count: _Count, stream: trio.SocketStre
         LOGGER.exception("connection from %s failed", client)
     finally:
         transport.close()
-        count.value -= 1
-        if count.value == 0:
-            count.zero.set()
-            count.zero = trio.Event()
+        count.down()
 
 
 def _address(sockname: object) -> tuple[str, int] | None:
     if isinstance(sockname, tuple) and len(sockname) >= 2:
         return str(sockname[0]), int(sockname[1])
     return None
-
-
-class _Count:
-    """How many connections are open, and an event for when that reaches zero."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self.zero = trio.Event()
-
-    async def wait_zero(self) -> None:
-        if self.value:
-            await self.zero.wait()
