@@ -7,10 +7,11 @@ nested beyond the recursion limit is walked too.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TypeAlias
 
-__all__ = ["Path", "find_unencodable", "render_path"]
+__all__ = ["Path", "find_unencodable", "or_repr", "render_path", "safe_repr", "safe_str"]
 
 #: A path inside a value: a linked list (parent, key), so that each step deeper is O(1).
 Path: TypeAlias = "tuple[Path, object] | None"
@@ -103,3 +104,34 @@ def _type_name(value: object) -> str:
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Error-path helpers: what describes a failure must not fail itself.
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when its ``__str__`` is broken."""
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not turn one error into another
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder when that fails."""
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__, or a structure too deep to repr
+        return f"<{type(value).__name__}: repr() failed>"
+
+
+_STRICT = json.JSONEncoder(allow_nan=False).encode
+
+
+def or_repr(value: object) -> object:
+    """``value`` when it can be written as strict JSON, else its repr()."""
+    try:
+        _STRICT(value)
+    except Exception:
+        return safe_repr(value)
+    return value

@@ -29,8 +29,8 @@ import trio
 
 from ..config import Config
 from ..core.context import CALL_ID_STACK_KEY, CALL_ID_STACK_LIMIT
+from ..core.options import timeout_seconds
 from ..exceptions import ServiceUnavailable
-from ._entrypoint import timeout_seconds
 from ._proxy import BlockingServiceProxy, Caller, ServiceProxy
 from .transport import Transport, open_transport
 

@@ -17,12 +17,12 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar, overload
 
 from ..core.extensions import Entrypoint
-from ..exceptions import ConfigurationError, IncorrectSignature
+from ..core.options import exception_classes, timeout_seconds
+from ..exceptions import IncorrectSignature
 from ._server import RpcServer
 
 if TYPE_CHECKING:
@@ -33,26 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["RpcEntrypoint", "rpc"]
 
 F = TypeVar("F", bound=Callable[..., object])
-
-
-def exception_classes(value: object, where: str) -> tuple[type[BaseException], ...]:
-    """Validate ``expected_exceptions``: one exception class or a tuple of them."""
-    classes = value if isinstance(value, tuple) else (value,)
-    for cls in classes:
-        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise ConfigurationError(
-                f"{where}: expected_exceptions must be exception classes, got {cls!r}"
-            )
-    return classes
-
-
-def timeout_seconds(value: object, where: str) -> float | None:
-    """Validate a ``timeout=`` option: None, or a finite number of seconds > 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ConfigurationError(f"{where}: timeout must be a number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 class RpcEntrypoint(Entrypoint):

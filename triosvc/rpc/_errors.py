@@ -11,11 +11,11 @@ is safe to call with whatever arguments a remote peer sends (nameko's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TypeVar
 
 from .. import exceptions
+from .._jsonvalues import or_repr, safe_str
 from ..exceptions import RemoteError
 
 __all__ = ["error_fields", "exception_path", "rebuild_error", "remote_error"]
@@ -49,32 +49,14 @@ def is_registered(cls: type[BaseException]) -> bool:
     return _REGISTRY.get(exception_path(cls)) is cls
 
 
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # a broken __str__ must not turn one error into another
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _json_or_repr(value: object) -> object:
-    try:
-        json.dumps(value, allow_nan=False)
-    except Exception:
-        try:
-            return repr(value)
-        except Exception:
-            return f"<{type(value).__name__}: repr() failed>"
-    return value
-
-
 def error_fields(exc: BaseException) -> dict[str, object]:
     """How ``exc`` crosses the wire; JSON values only (arguments JSON cannot hold: repr)."""
     cls = type(exc)
     return {
         "exc_type": cls.__name__,
         "exc_path": exception_path(cls),
-        "value": _safe_str(exc),
-        "exc_args": [_json_or_repr(arg) for arg in exc.args],
+        "value": safe_str(exc),
+        "exc_args": [or_repr(arg) for arg in exc.args],
     }
 
 

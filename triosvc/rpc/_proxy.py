@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.extensions import DependencyProvider
+from ..core.options import timeout_seconds
 from ..exceptions import ConfigurationError, RpcTimeout, ServiceUnavailable
 from ._codec import decode_reply, encode_call
-from ._entrypoint import timeout_seconds
 from ._errors import rebuild_error
 from ._server import RpcServer
 

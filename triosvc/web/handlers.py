@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -21,6 +20,7 @@ import trio
 from werkzeug.routing import Map, Rule
 
 from ..core.extensions import Entrypoint
+from ..core.options import exception_classes, timeout_seconds
 from ..exceptions import ConfigurationError, Timeout
 from .cors import CorsPolicy
 from .middleware import Middleware, check_middleware, run_chain
@@ -218,27 +218,7 @@ def _rule(url: object, where: str) -> tuple[str, frozenset[str]]:
     return url, frozenset(rule.arguments)
 
 
-def exception_classes(value: object, where: str) -> tuple[type[BaseException], ...]:
-    """Validate ``expected_exceptions``: one exception class or a tuple of them."""
-    classes = value if isinstance(value, tuple) else (value,)
-    for cls in classes:
-        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise ConfigurationError(
-                f"{where}: expected_exceptions must be exception classes, got {cls!r}"
-            )
-    return classes
-
-
 def _cors(value: object, where: str) -> CorsPolicy | bool | None:
     if value is None or value is False:
         return value
     return CorsPolicy.from_mapping(value, where=f"{where}: cors")
-
-
-def timeout_seconds(value: object, where: str) -> float | None:
-    """Validate a ``timeout=`` option: None, or seconds > 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigurationError(f"{where}: timeout must be a number of seconds > 0, got {value!r}")
-    return float(value)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Self, TypeVar, overload
 
 from ..core.extensions import Entrypoint
+from ..core.options import exception_classes, timeout_seconds
 from ..exceptions import ConfigurationError, IncorrectSignature
-from ..web.handlers import exception_classes, timeout_seconds
 from ..web.server import WebServer
 
 if TYPE_CHECKING:

@@ -47,6 +47,9 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from .._jsonvalues import find_unencodable, render_path
+from .._jsonvalues import or_repr as _or_repr
+from .._jsonvalues import safe_repr as _safe_repr
+from .._jsonvalues import safe_str as _safe_str
 from ..exceptions import IncorrectSignature, MalformedRequest, UnencodableValue
 
 if TYPE_CHECKING:
@@ -478,29 +481,6 @@ def error_fields(exc: BaseException) -> tuple[str, str, tuple[object, ...]]:
 
 
 # Error-path helpers -------------------------------------------------------------------------
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # a broken __str__ must not turn one error into another
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _safe_repr(value: object) -> str:
-    try:
-        return repr(value)
-    except Exception:  # a broken __repr__, or a structure too deep to repr
-        return f"<{type(value).__name__}: repr() failed>"
-
-
-def _or_repr(value: object) -> object:
-    """``value`` when it can be written as JSON, else its repr()."""
-    try:
-        _ENCODE(value)
-    except Exception:
-        return _safe_repr(value)
-    return value
 
 
 def _describe_error(exc: Exception) -> str:
