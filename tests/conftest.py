@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 
     from triosvc.runners import ServiceRunner
 
+
+def on_both_engines(hypercorn_bug: str) -> pytest.MarkDecorator:
+    """Run a test with ``engine`` = "hypercorn" (a strict xfail: ``hypercorn_bug`` says why)
+    and "triosvc": for what SPEC asks that only triosvc's own engine can give."""
+    hypercorn = pytest.param(
+        "hypercorn", marks=pytest.mark.xfail(strict=True, reason=f"BUG: {hypercorn_bug}")
+    )
+    return pytest.mark.parametrize("engine", [hypercorn, "triosvc"])
+
+
 #: Upper bound, in seconds, for any test that talks over a real socket.
 SOCKET_TEST_TIMEOUT = 20
 

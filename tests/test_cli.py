@@ -240,9 +240,7 @@ def test_routes_of_named_classes(capsys: pytest.CaptureFixture[str]) -> None:
 def test_routes_list_websocket_methods_after_http_routes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status, out, err = run_cli(
-        capsys, "routes", "--define", "WEBSOCKET_PATH=/socket", "cli_chat"
-    )
+    status, out, err = run_cli(capsys, "routes", "--define", "WEBSOCKET_PATH=/socket", "cli_chat")
     assert (status, err) == (0, "")
     assert out == (
         "GET  /rooms         rooms.list_rooms\n"

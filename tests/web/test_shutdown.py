@@ -18,6 +18,8 @@ import trio.testing
 from triosvc.extensions import DependencyProvider
 from triosvc.web.handlers import http
 
+from ..conftest import on_both_engines
+
 #: Upper bound, in seconds, for a test that talks over a real socket.
 SOCKET_TEST_TIMEOUT = 10
 
@@ -210,19 +212,9 @@ async def test_a_request_reaching_the_app_during_the_drain_gets_503_and_connecti
     assert log == ["slow finished", "provider stopped"]
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            "hypercorn",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="hypercorn closes idle keep-alive connections as soon as the drain begins, "
-                "where SPEC §8 asks to answer requests on them with 503 and Connection: close",
-            ),
-        ),
-        "triosvc",
-    ],
+@on_both_engines(
+    "hypercorn closes idle keep-alive connections as soon as the drain begins, "
+    "where SPEC §8 asks to answer requests on them with 503 and Connection: close"
 )
 async def test_a_request_on_an_open_keep_alive_connection_during_the_drain_gets_503(
     local_config, runner_factory, service_parts, engine

@@ -16,6 +16,7 @@ import trio.testing
 from triosvc.exceptions import ConnectionNotFound
 from triosvc.web.websocket import WebSocketHub, WebSocketHubProvider, on_disconnect, rpc
 
+from ..conftest import on_both_engines
 from .clients import (
     CLIENTS,
     TEST_TIMEOUT,
@@ -167,20 +168,10 @@ async def test_heartbeat_zero_sends_no_pings(runner_factory, config):
             await still_open(other)
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            "hypercorn",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the hypercorn engine drops a silent peer only after its read "
-                "timeout, max(30 s, 2 x heartbeat_interval), so with a 0.4 s heartbeat it "
-                "stays ~30 s (SPEC §5.3)",
-            ),
-        ),
-        "triosvc",
-    ],
+@on_both_engines(
+    "the hypercorn engine drops a silent peer only after its read "
+    "timeout, max(30 s, 2 x heartbeat_interval), so with a 0.4 s heartbeat it "
+    "stays ~30 s (SPEC §5.3)"
 )
 async def test_heartbeat_drops_a_peer_that_never_answers(runner_factory, config, engine):
     config = {**config, "WEB_SERVER_ENGINE": engine}
@@ -402,20 +393,10 @@ async def test_slow_consumer_is_dropped_others_get_everything_in_order(runner_fa
                 await still_open(client)
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            "hypercorn",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: on hypercorn a write to a peer that reads nothing is shielded "
-                "from cancellation, so the slow consumer's connection is not aborted after the "
-                "1 s of SPEC §5.3 but only when TCP_USER_TIMEOUT (30 s) cuts it",
-            ),
-        ),
-        "triosvc",
-    ],
+@on_both_engines(
+    "on hypercorn a write to a peer that reads nothing is shielded "
+    "from cancellation, so the slow consumer's connection is not aborted after the "
+    "1 s of SPEC §5.3 but only when TCP_USER_TIMEOUT (30 s) cuts it"
 )
 async def test_slow_consumer_that_never_reads_is_aborted_within_a_second(
     runner_factory, config, engine
@@ -512,20 +493,10 @@ async def test_shutdown_closes_every_socket_with_1001_after_calls_in_flight(runn
         assert len(disconnects.gone) == 4
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pytest.param(
-            "hypercorn",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: on hypercorn a write to a peer that reads nothing cannot be "
-                "cancelled, so a stop waits for such a peer until TCP_USER_TIMEOUT (30 s), "
-                "past the grace period",
-            ),
-        ),
-        "triosvc",
-    ],
+@on_both_engines(
+    "on hypercorn a write to a peer that reads nothing cannot be "
+    "cancelled, so a stop waits for such a peer until TCP_USER_TIMEOUT (30 s), "
+    "past the grace period"
 )
 async def test_shutdown_is_not_held_up_by_a_peer_that_never_reads(runner_factory, config, engine):
     config = {**config, "WEB_SERVER_ENGINE": engine}
