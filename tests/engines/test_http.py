@@ -391,3 +391,44 @@ async def test_shutdown_cancels_what_outlives_the_grace_period(engine):
             await started.wait()
             running.stop.set()
             assert await client.closed()
+
+
+async def test_a_method_llhttp_does_not_know_reaches_the_app(engine):
+    running = await engine(echo)
+    with trio.fail_after(TIMEOUT):
+        async with raw(running) as client:
+            await client.send(b"BREW /pot HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntea")
+            answer = json.loads((await client.response()).body)
+            assert (answer["method"], answer["path"], answer["body"]) == ("BREW", "/pot", "tea")
+            # in pieces, on the same connection
+            await client.send(b"BR")
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send(b"EW /again HTTP/1.1\r\nHost: t\r\n\r\n")
+            answer = json.loads((await client.response()).body)
+            assert (answer["method"], answer["path"]) == ("BREW", "/again")
+            await client.send(get("/after"))
+            assert json.loads((await client.response()).body)["method"] == "GET"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"BR(EW / HTTP/1.1", b"X" * 40 + b" / HTTP/1.1", b"\x00\x01 / HTTP/1.1"],
+    ids=["not-a-token", "too-long", "binary"],
+)
+async def test_a_method_that_is_not_a_token_is_refused(engine, request_line):
+    running = await engine(echo)
+    with trio.fail_after(TIMEOUT):
+        async with raw(running) as client:
+            await client.send(request_line + b"\r\nHost: t\r\n\r\n")
+            assert (await client.response()).status == 400
+            assert await client.closed()
+
+
+async def test_an_unknown_method_pipelined_behind_another_request_is_refused(engine):
+    running = await engine(echo)
+    with trio.fail_after(TIMEOUT):
+        async with raw(running) as client:
+            await client.send(get("/first") + b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert json.loads((await client.response()).body)["path"] == "/first"
+            assert (await client.response()).status == 400
+            assert await client.closed()

@@ -12,15 +12,31 @@ an unknown Transfer-Encoding: 400. Header bytes over ``max_header_size``: 431, c
 exactly once the headers are complete and approximately (at most one read's worth
 more) while they are still arriving, so that a never-ending header cannot grow memory.
 HTTP versions other than 1.0 and 1.1 (0.9): 505.
+
+Methods: llhttp knows only registered methods, while HTTP allows any token (RFC 9110
+§9.1) and the app answers one it does not route with 405 and ``Allow``, as on
+hypercorn. A request whose method llhttp refuses is parsed with a stand-in method and
+given to the app with its own. This works for a request at the start of a read (every
+client that waits for its answers); an unknown method in a request pipelined behind
+others in the same read is refused with 400.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 import httptools
 
 __all__ = ["Reader", "Request"]
+
+#: An RFC 9110 token, as a method must be.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Longest method we wait for when it arrives in pieces.
+_MAX_METHOD = 32
+#: What llhttp is told in place of a method it does not know: a method with no
+#: semantics of its own in llhttp (a body only by Content-Length or chunked, no upgrade).
+_STAND_IN = b"OPTIONS"
 
 
 class Request:
@@ -82,6 +98,12 @@ class Reader:
         self.eof = False
         self._refusal: _Refused | None = None
         self._begun_now = False
+        #: Messages completed so far (tells whether a parse error hit a read's first).
+        self._completed = 0
+        #: The start of a request whose unknown method has not fully arrived yet.
+        self._held = b""
+        #: The real method of the request being parsed with :data:`_STAND_IN`.
+        self._unknown_method: str | None = None
 
     @property
     def stopped(self) -> bool:
@@ -101,12 +123,21 @@ class Reader:
         if not data:
             self.eof = True
             return
+        if self._held:
+            data, self._held = self._held + data, b""
         began_before = self.in_head
+        completed_before = self._completed
         self._begun_now = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded(data[upgrade.args[0] :])
+            return
+        except httptools.HttpParserInvalidMethodError:
+            if not began_before and self._completed == completed_before:
+                self._unknown_method_at_start(data)
+                return
+            self.error = (400, "malformed request: a method not known to this server")
             return
         except httptools.HttpParserError as exc:
             refusal = self._refusal
@@ -124,6 +155,20 @@ class Reader:
                 current.header_bytes += len(data)
             if current.header_bytes > self.max_header_size:
                 self.error = (431, "the request's headers are too large")
+
+    def _unknown_method_at_start(self, data: bytes) -> None:
+        """Parse ``data``, a request whose method llhttp refused, with a stand-in."""
+        self._parser = httptools.HttpRequestParser(self)  # the refusing one is spent
+        self.current = None
+        line = data.lstrip(b"\r\n")
+        method, space, rest = line.partition(b" ")
+        if not space and len(line) <= _MAX_METHOD and _TOKEN.fullmatch(line):
+            self._held = data  # the method arrives in pieces: wait for the rest
+        elif space and len(method) <= _MAX_METHOD and _TOKEN.fullmatch(method):
+            self._unknown_method = method.decode("ascii")
+            self.feed(_STAND_IN + b" " + rest)
+        else:
+            self.error = (400, "malformed request: the request line is not HTTP")
 
     def _upgraded(self, rest: bytes) -> None:
         request = self.ready[-1] if self.ready else None
@@ -166,7 +211,10 @@ class Reader:
         if current.header_bytes > self.max_header_size:
             self._refusal = _Refused(431, "the request's headers are too large")
             raise self._refusal
-        current.method = parser.get_method().decode("ascii")
+        if self._unknown_method is not None:
+            current.method, self._unknown_method = self._unknown_method, None
+        else:
+            current.method = parser.get_method().decode("ascii")
         current.keep_alive = parser.should_keep_alive()
         current.head_done = True
         self.ready.append(current)
@@ -181,3 +229,4 @@ class Reader:
         assert current is not None
         current.complete = True
         self.current = None
+        self._completed += 1
