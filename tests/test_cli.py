@@ -232,6 +232,7 @@ def test_routes_of_named_classes(capsys: pytest.CaptureFixture[str]) -> None:
         "GET       /time          clock.now\n"
         "GET       /hello/<name>  greeter.hello\n"
         "GET,POST  /items         greeter.items\n"
+        "GET       /pid           greeter.pid\n"
         "GET       /slow          greeter.slow\n"
         "GET       /stuck         greeter.stuck\n"
     )
@@ -263,15 +264,6 @@ def test_workers_need_a_redis_broker(capsys: pytest.CaptureFixture[str]) -> None
     status, _, err = run_cli(capsys, "run", "--workers", "3", "cli_greeter")
     assert status == 2
     assert_one_error_line(err, "--workers 3 needs a redis:// BROKER_URL", "'memory://'")
-
-
-def test_workers_with_redis_are_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    status, _, err = run_cli(
-        capsys,
-        "run", "--workers", "2", "--define", "BROKER_URL=redis://localhost:6379/0", "cli_greeter",
-    )  # fmt: skip
-    assert status == 2
-    assert_one_error_line(err, "--workers 2", "not available in this version of triosvc yet")
 
 
 @pytest.mark.parametrize("workers", ["0", "two"])
@@ -547,3 +539,83 @@ def test_python_dash_m_and_console_script_agree() -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("usage: triosvc ")
     assert "{run,routes}" in result.stdout or "COMMAND" in result.stdout
+
+
+#: A Redis URL nothing listens on: HTTP-only services never connect to the broker.
+UNUSED_REDIS = "BROKER_URL=redis://127.0.0.1:1/0"
+WORKER_STARTED = re.compile(r"worker (?P<number>\d) started \(pid (?P<pid>\d+)\)")
+
+
+@pytest.mark.slow
+@posix_only
+async def test_workers_share_the_port_and_a_dead_one_is_replaced() -> None:
+    with trio.fail_after(PROCESS_TIMEOUT * 2):
+        async with triosvc_process(
+            "run", "--workers", "2", "--define", "WEB_SERVER_ADDRESS=127.0.0.1:0",
+            "--define", UNUSED_REDIS, "cli_greeter",
+        ) as child:  # fmt: skip
+            url = (await child.wait_for(r"2 workers serving on (?P<url>http://\S+)"))["url"]
+            workers = {}
+            for _ in range(2):
+                started = await child.wait_for(WORKER_STARTED)
+                workers[started["number"]] = int(started["pid"])
+            for _ in range(2):
+                assert (await child.wait_serving()) == url  # both serve the parent's socket
+            # New connections reach both processes (the kernel picks the acceptor).
+            answered_by: set[int] = set()
+            while answered_by != set(workers.values()):
+                async with httpx.AsyncClient() as client:  # a new connection each time
+                    answered_by.add(int((await client.get(f"{url}/pid")).text))
+
+            os.kill(workers["1"], signal.SIGKILL)
+            await child.wait_for(rf"worker 1 \(pid {workers['1']}\) exited with status -9")
+            replacement = await child.wait_for(WORKER_STARTED)
+            assert replacement["number"] == "1"
+            assert int(replacement["pid"]) not in workers.values()
+            await child.wait_serving()
+            async with httpx.AsyncClient() as client:
+                for _ in range(20):
+                    assert (await client.get(f"{url}/hello/again")).text == "hello again"
+
+            child.signal(signal.SIGTERM)
+            await child.wait_for("SIGTERM received: stopping the workers gracefully")
+            assert await child.exit_status() == 0
+        log = "\n".join(child.stderr)
+        assert log.count("triosvc.runner: stopped") == 2
+        assert "Traceback" not in log
+        assert re.search(r"every worker stopped$", child.stderr[-1])
+
+
+@pytest.mark.slow
+@posix_only
+async def test_workers_finish_in_flight_requests_on_sigterm(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with trio.fail_after(PROCESS_TIMEOUT * 2):
+        async with (
+            triosvc_process(
+                "run", "--workers", "2", "--define", "WEB_SERVER_ADDRESS=127.0.0.1:0",
+                "--define", UNUSED_REDIS, "cli_greeter",
+            ) as child,
+            httpx.AsyncClient() as client,
+            trio.open_nursery() as nursery,
+        ):  # fmt: skip
+            url = (await child.wait_for(r"2 workers serving on (?P<url>http://\S+)"))["url"]
+            for _ in range(2):
+                await child.wait_serving()
+            slow_responses: list[httpx.Response] = []
+
+            async def slow_request() -> None:
+                slow_responses.append(
+                    await client.get(f"{url}/slow", params={"until": str(release)})
+                )
+
+            nursery.start_soon(slow_request)
+            await child.wait_for("slow request started")
+            child.signal(signal.SIGTERM)
+            await child.wait_for("triosvc.runner: stopped")  # the idle worker
+            await wait_until_refused(url)  # one worker left, its listener closed
+            assert slow_responses == []
+            release.touch()
+            assert await child.exit_status() == 0
+        [slow_response] = slow_responses
+        assert (slow_response.status_code, slow_response.text) == (200, "slow done")

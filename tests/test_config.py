@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from typing import TYPE_CHECKING
+import socket
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from triosvc.config import (
@@ -20,9 +22,10 @@ from triosvc.config import (
     parse_define,
 )
 from triosvc.exceptions import ConfigurationError
+from triosvc.web.server import bind_socket
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
 HUB_DEFAULTS = {
@@ -40,6 +43,8 @@ EXPECTED_DEFAULTS = {
     "WEB_SERVER_MAX_BODY_SIZE": 16777216,
     "WEB_SERVER_CORS": None,
     "WEB_SERVER_DEBUG": False,
+    "WEB_SERVER_CERTFILE": None,
+    "WEB_SERVER_KEYFILE": None,
     "WEB_SERVER_CONTEXT_HEADER_PREFIX": "X-Triosvc-",
     "WEBSOCKET_PATH": "/ws",
     "WEBSOCKET_HUB_CONFIG": HUB_DEFAULTS,
@@ -107,7 +112,10 @@ def test_default_settings() -> None:
         broker_url="memory://",
         rpc_timeout=30.0,
         logging=None,
+        certfile=None,
+        keyfile=None,
     )
+    assert not Config().settings.tls
 
 
 # --- good values ---------------------------------------------------------------------------------
@@ -499,12 +507,13 @@ def test_unknown_hub_key_lists_the_known_ones(sub: object) -> None:
         ("[::]:0", "::", 0, "[::]:0"),
         ("[2001:db8::1]:443", "2001:db8::1", 443, "[2001:db8::1]:443"),
         ("[0:0:0:0:0:0:0:1]:1", "::1", 1, "[::1]:1"),
+        ("fd://3", "", 0, "fd://3"),
         ("[fe80::1%eth0]:9", "fe80::1%eth0", 9, "[fe80::1%eth0]:9"),
     ],
 )
 def test_address_forms(value: object, host: str, port: int, text: str) -> None:
     address = parse_address(value)
-    assert address == Address(host, port)
+    assert address == Address(host, port, 3 if text.startswith("fd://") else None)
     assert str(address) == text
     assert parse_address(str(address)) == address
 
@@ -512,14 +521,14 @@ def test_address_forms(value: object, host: str, port: int, text: str) -> None:
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        ("", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("localhost", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("localhost:", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:http", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:80 ", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:-1", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:+80", r"expected \[host:\]port or \[ipv6\]:port$"),
-        ("host:\uff18\uff10", r"expected \[host:\]port or \[ipv6\]:port$"),
+        ("", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("localhost", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("localhost:", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("host:http", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("host:80 ", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("host:-1", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("host:+80", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("host:\uff18\uff10", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
         ("65536", "expected a port from 0 to 65535"),
         ("host:99999", "expected a port from 0 to 65535"),
         (65536, "expected a port from 0 to 65535"),
@@ -530,7 +539,7 @@ def test_address_forms(value: object, host: str, port: int, text: str) -> None:
         ("[::1]8000", r"expected \[ipv6\]:port$"),
         ("[localhost]:80", "expected an IPv6 address inside the brackets$"),
         ("[127.0.0.1]:80", "expected an IPv6 address inside the brackets$"),
-        ("[::1]:", r"expected \[host:\]port or \[ipv6\]:port$"),
+        ("[::1]:", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
         ("bad host:80", "expected a host name or an IP address before :port$"),
         ("-host:80", "expected a host name or an IP address before :port$"),
         ("a..b:80", "expected a host name or an IP address before :port$"),
@@ -538,10 +547,12 @@ def test_address_forms(value: object, host: str, port: int, text: str) -> None:
         ("http://host:80", "expected a host name or an IP address before :port$"),
         ("999.1.1.1:80", "expected a valid IPv4 address before :port$"),
         ("10.0.0:80", "expected a valid IPv4 address before :port$"),
-        (True, r"expected \[host:\]port or \[ipv6\]:port$"),
-        (8000.0, r"expected \[host:\]port or \[ipv6\]:port$"),
-        (None, r"expected \[host:\]port or \[ipv6\]:port$"),
-        (("localhost", 80), r"expected \[host:\]port or \[ipv6\]:port$"),
+        ("fd://", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        ("fd://-1", r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        (True, r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        (8000.0, r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        (None, r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
+        (("localhost", 80), r"expected \[host:\]port, \[ipv6\]:port or fd://N$"),
     ],
 )
 def test_bad_addresses(value: object, match: str) -> None:
@@ -664,6 +675,118 @@ def test_repr_shows_changes_but_no_secrets() -> None:
     assert "hunter2" not in repr(config.settings)
     assert config["BROKER_URL"] == "redis://:hunter2@db:6379/0"
     assert config.settings.broker_url == "redis://:hunter2@db:6379/0"
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TLSFiles:
+    certfile: Path
+    keyfile: Path
+    other_key: Path  # a valid key of another certificate
+    encrypted_key: Path  # the right key, under a password
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    trustme = pytest.importorskip("trustme")
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("localhost"), ca.issue_cert("localhost")
+    directory = tmp_path_factory.mktemp("tls")
+    files = TLSFiles(
+        *(directory / name for name in ("cert.pem", "key.pem", "other.pem", "enc.pem"))
+    )
+    files.certfile.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    files.keyfile.write_bytes(issued.private_key_pem.bytes())
+    files.other_key.write_bytes(other.private_key_pem.bytes())
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    files.encrypted_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return files
+
+
+def test_tls_files_are_read(tls_files: TLSFiles) -> None:
+    config = Config(
+        {"WEB_SERVER_CERTFILE": tls_files.certfile, "WEB_SERVER_KEYFILE": str(tls_files.keyfile)}
+    )
+    assert config.settings.tls
+    assert config.settings.certfile == str(tls_files.certfile)
+    assert config.settings.keyfile == str(tls_files.keyfile)
+    assert config["WEB_SERVER_CERTFILE"] == str(tls_files.certfile)  # a Path becomes a str
+
+
+@pytest.mark.parametrize(("given", "missing"), [("CERTFILE", "KEYFILE"), ("KEYFILE", "CERTFILE")])
+def test_tls_needs_both_files(tls_files: TLSFiles, given: str, missing: str) -> None:
+    path = str(tls_files.certfile if given == "CERTFILE" else tls_files.keyfile)
+    config_error(
+        {f"WEB_SERVER_{given}": path},
+        f"^WEB_SERVER_{given}='.*': TLS needs WEB_SERVER_{missing} as well \\(both or neither\\)$",
+    )
+
+
+def test_tls_file_not_found(tls_files: TLSFiles, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    config_error(
+        {"WEB_SERVER_CERTFILE": str(missing), "WEB_SERVER_KEYFILE": str(tls_files.keyfile)},
+        "^WEB_SERVER_CERTFILE='.*nope.pem': file not found$",
+    )
+    config_error(
+        {"WEB_SERVER_CERTFILE": str(tls_files.certfile), "WEB_SERVER_KEYFILE": str(missing)},
+        "^WEB_SERVER_KEYFILE='.*nope.pem': file not found$",
+    )
+
+
+def test_tls_file_that_is_a_directory(tls_files: TLSFiles, tmp_path: Path) -> None:
+    config_error(
+        {"WEB_SERVER_CERTFILE": str(tmp_path), "WEB_SERVER_KEYFILE": str(tls_files.keyfile)},
+        "^WEB_SERVER_CERTFILE='.*': cannot read the file: Is a directory$",
+    )
+
+
+@pytest.mark.parametrize("value", ["", 42, True, ["cert.pem"]])
+def test_tls_path_of_the_wrong_type(tls_files: TLSFiles, value: object) -> None:
+    config_error(
+        {"WEB_SERVER_CERTFILE": value, "WEB_SERVER_KEYFILE": str(tls_files.keyfile)},
+        "^WEB_SERVER_CERTFILE=.*: expected the path of a PEM file, or null$",
+    )
+
+
+@pytest.mark.parametrize(
+    ("certfile", "keyfile", "match"),
+    [
+        ("keyfile", "keyfile", "^WEB_SERVER_CERTFILE='.*key.pem': expected a PEM certificate"),
+        ("certfile", "certfile", "^WEB_SERVER_KEYFILE='.*cert.pem': expected a PEM private key$"),
+        (
+            "certfile",
+            "other_key",
+            "^WEB_SERVER_KEYFILE='.*other.pem': the key does not match the certificate in"
+            " WEB_SERVER_CERTFILE$",
+        ),
+        (
+            "certfile",
+            "encrypted_key",
+            "^WEB_SERVER_KEYFILE='.*enc.pem': the key is encrypted; expected an unencrypted PEM",
+        ),
+    ],
+)
+def test_tls_files_that_do_not_load(
+    tls_files: TLSFiles, certfile: str, keyfile: str, match: str
+) -> None:
+    config_error(
+        {
+            "WEB_SERVER_CERTFILE": str(getattr(tls_files, certfile)),
+            "WEB_SERVER_KEYFILE": str(getattr(tls_files, keyfile)),
+        },
+        match,
+    )
 
 
 # --- YAML files ----------------------------------------------------------------------------------
@@ -940,3 +1063,31 @@ def test_defines_override_a_file(tmp_path: Path) -> None:
     settings = Config(data).settings
     assert settings.rpc_timeout == 7.0
     assert settings.debug is True
+
+
+def test_an_inherited_listening_socket_is_served(tmp_path: Path) -> None:
+    with bind_socket(parse_address("127.0.0.1:0")) as listening:
+        inherited = bind_socket(parse_address(f"fd://{listening.fileno()}"))
+        assert inherited.fileno() == listening.fileno()
+        assert inherited.getsockname() == listening.getsockname()
+        inherited.detach()
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda tmp_path: socket.socket(), "the socket is not listening$"),
+        (lambda tmp_path: socket.socket(socket.AF_UNIX), "expected a TCP socket, got AF_UNIX$"),
+        (lambda tmp_path: (tmp_path / "f").open("w"), "not an open socket: "),
+    ],
+    ids=["not-listening", "unix", "a-file"],
+)
+def test_an_inherited_descriptor_that_cannot_be_served(
+    tmp_path: Path, make: Callable[[Path], Any], match: str
+) -> None:
+    with make(tmp_path) as thing:
+        fd = thing.fileno()
+        with pytest.raises(ConfigurationError, match=f"^WEB_SERVER_ADDRESS=fd://{fd}: {match}"):
+            bind_socket(parse_address(f"fd://{fd}"))
+    with pytest.raises(ConfigurationError, match=r"not an open socket: Bad file descriptor$"):
+        bind_socket(parse_address(f"fd://{fd}"))

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -37,7 +38,8 @@ from .core.extensions import entrypoints_of
 from .core.groups import sole_exception
 from .exceptions import ConfigurationError
 from .runners import ServiceRunner
-from .web.server import WebServer
+from .supervisor import EXIT_KILLED, supervise
+from .web.server import WebServer, bind_socket, url_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -50,8 +52,6 @@ LOGGER = logging.getLogger("triosvc.cli")
 PROG: Final = "triosvc"
 #: Exit status of a usage or configuration error (argparse's own, too).
 EXIT_ERROR: Final = 2
-#: Exit status after a second SIGINT stopped the services at once (128 + SIGINT).
-EXIT_KILLED: Final = 130
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: hypercorn logs a "Running on" line of its own at INFO; the runner's line says it all.
@@ -323,7 +323,9 @@ def _run(options: _RunOptions) -> int:
     config = _load_config(options)
     _check_workers(options.workers, config)
     _configure_logging(config)  # before the imports: services may log as they load
-    runner = _build_runner(config, options.specs)
+    runner = _build_runner(config, options.specs)  # definition errors: said once, here
+    if options.workers > 1:
+        return _run_workers(options, config)
     try:
         return trio.run(_serve, runner)
     except BaseExceptionGroup as group:
@@ -342,10 +344,29 @@ def _check_workers(workers: int, config: Config) -> None:
             f"--workers {workers} needs a redis:// BROKER_URL, so that the processes share "
             f"RPC calls and the WebSocket hub (BROKER_URL is {broker_url!r})"
         )
-    raise CliError(
-        f"--workers {workers}: serving from several processes is not available in this "
-        "version of triosvc yet; run one process per instance (--workers 1)"
-    )
+
+
+def _run_workers(options: _RunOptions, config: Config) -> int:
+    """Bind the socket here, then supervise ``options.workers`` processes serving it."""
+    settings = config.settings
+    sock = bind_socket(settings.address)
+    command = [sys.executable, "-m", "triosvc", "run"]
+    if options.config_file is not None:
+        command += ["--config", options.config_file]
+    for define in [*options.defines, f"WEB_SERVER_ADDRESS=fd://{sock.fileno()}"]:
+        command += ["--define", define]
+    command += options.specs
+    LOGGER.info("%d workers serving on %s", options.workers, url_of(sock, tls=settings.tls))
+    with sock:
+        return trio.run(
+            partial(
+                supervise,
+                command,
+                sock,
+                options.workers,
+                grace_period=settings.shutdown_grace_period,
+            )
+        )
 
 
 def _configure_logging(config: Config) -> None:

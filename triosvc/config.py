@@ -7,6 +7,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -26,6 +27,7 @@ __all__ = [
     "Config",
     "HubSettings",
     "Settings",
+    "load_cert_chain",
     "load_config_file",
     "parse_address",
     "parse_define",
@@ -50,6 +52,9 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
         "WEB_SERVER_MAX_BODY_SIZE": 16777216,
         "WEB_SERVER_CORS": None,
         "WEB_SERVER_DEBUG": False,
+        # PEM files: with both set, the server speaks only TLS (https://, wss://).
+        "WEB_SERVER_CERTFILE": None,
+        "WEB_SERVER_KEYFILE": None,
         # Request headers with this prefix become worker context data.
         "WEB_SERVER_CONTEXT_HEADER_PREFIX": "X-Triosvc-",
         "WEBSOCKET_PATH": "/ws",
@@ -87,7 +92,9 @@ def _error(key: str, value: object, expected: str) -> ConfigurationError:
 
 _PORT: Final = re.compile(r"[0-9]+")
 _HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_ADDRESS_FORMS: Final = "expected [host:]port or [ipv6]:port"
+_ADDRESS_FORMS: Final = "expected [host:]port, [ipv6]:port or fd://N"
+#: ``fd://N``: a listening socket inherited as file descriptor N (``--workers``, systemd).
+_FD_ADDRESS = re.compile(r"fd://([0-9]{1,9})")
 
 
 class _InvalidAddress(Exception):
@@ -98,20 +105,25 @@ class _InvalidAddress(Exception):
 class Address:
     """Where a server listens: a host (a name, unresolved, or an IP address) and a port.
 
-    Port 0 asks the operating system for a free port.
+    Port 0 asks the operating system for a free port. ``fd`` is set instead for an
+    inherited listening socket (``fd://N``), which is used as it is.
     """
 
     host: str
     port: int
+    fd: int | None = None
 
     def __str__(self) -> str:
+        if self.fd is not None:
+            return f"fd://{self.fd}"
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
 
 def parse_address(value: object) -> Address:
-    """Parse ``"host:port"``, ``"port"``, ``":port"``, ``"[ipv6]:port"`` or an int port.
+    """Parse ``"host:port"``, ``"port"``, ``":port"``, ``"[ipv6]:port"``, an int port, or
+    ``"fd://N"`` (an inherited listening socket).
 
     A missing host means every interface (``0.0.0.0``). Host names are checked for form only,
     never resolved.
@@ -130,6 +142,8 @@ def _parse_address(value: object) -> Address:
         return Address(_ANY_HOST, _port(value))
     if not isinstance(value, str):
         raise _InvalidAddress(_ADDRESS_FORMS)
+    if fd := _FD_ADDRESS.fullmatch(value):
+        return Address("", 0, int(fd[1]))
     if value.startswith("["):
         inner, bracket, port_text = value[1:].partition("]:")
         if not bracket:
@@ -232,6 +246,13 @@ class Settings:
     broker_url: str = attrs.field(repr=_show_url)
     rpc_timeout: float
     logging: Mapping[str, object] | None
+    #: PEM certificate (chain) and private key paths; both or neither (TLS off).
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
 
 
 def _integer(key: str, value: object, minimum: int, expected: str) -> int:
@@ -351,6 +372,82 @@ def _hub(value: object) -> tuple[HubSettings, Mapping[str, object]]:
     return hub, MappingProxyType(merged)
 
 
+_CERT_KEY: Final = "WEB_SERVER_CERTFILE"
+_KEY_KEY: Final = "WEB_SERVER_KEYFILE"
+
+
+class _EncryptedKey(Exception):
+    """Raised by the password callback: the key needs a password, which triosvc never has."""
+
+
+def _never_a_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise _EncryptedKey
+
+
+def load_cert_chain(context: ssl.SSLContext, certfile: str, keyfile: str) -> None:
+    """``context.load_cert_chain`` that refuses an encrypted key rather than prompting.
+
+    Raises:
+        ConfigurationError: the key is encrypted.
+        OSError, ssl.SSLError: as ``load_cert_chain``.
+    """
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_never_a_password)
+    except _EncryptedKey:
+        raise _error(
+            _KEY_KEY, keyfile, "the key is encrypted; expected an unencrypted PEM private key"
+        ) from None
+
+
+def _tls_path(key: str, value: object) -> str | None:
+    if value is None:
+        return None
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str) or not path:
+        raise _error(key, value, "expected the path of a PEM file, or null")
+    # Opened here so that a missing or unreadable file is named precisely, before listening.
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise _error(key, path, "file not found") from None
+    except OSError as exc:
+        raise _error(key, path, f"cannot read the file: {exc.strerror or exc}") from None
+    return path
+
+
+def _tls(certfile_value: object, keyfile_value: object) -> tuple[str | None, str | None]:
+    """The certificate and key paths, checked by loading them; (None, None) without TLS."""
+    if (certfile_value is None) != (keyfile_value is None):
+        given, value, missing = (
+            (_CERT_KEY, certfile_value, _KEY_KEY)
+            if keyfile_value is None
+            else (_KEY_KEY, keyfile_value, _CERT_KEY)
+        )
+        raise _error(given, value, f"TLS needs {missing} as well (both or neither)")
+    certfile = _tls_path(_CERT_KEY, certfile_value)
+    keyfile = _tls_path(_KEY_KEY, keyfile_value)
+    if certfile is None or keyfile is None:
+        return None, None
+    # A bare context: cheap, unlike the default one's trust store, which serving never needs.
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=certfile)
+    except (ssl.SSLError, OSError):
+        raise _error(_CERT_KEY, certfile, "expected a PEM certificate (chain)") from None
+    try:
+        load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), certfile, keyfile)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise _error(
+                _KEY_KEY, keyfile, f"the key does not match the certificate in {_CERT_KEY}"
+            ) from None
+        raise _error(_KEY_KEY, keyfile, "expected a PEM private key") from None
+    except OSError as exc:  # the file changed meanwhile
+        raise _error(_KEY_KEY, keyfile, f"cannot read the file: {exc.strerror or exc}") from None
+    return certfile, keyfile
+
+
 def _is_own_key(key: str) -> bool:
     return key.startswith(_OWN_PREFIXES) or key in _OWN_NAMES
 
@@ -409,6 +506,7 @@ def _validate(mapping: object) -> tuple[Mapping[str, object], Settings]:
     except _InvalidAddress as exc:
         raise _error("WEB_SERVER_ADDRESS", data["WEB_SERVER_ADDRESS"], str(exc)) from None
     hub, hub_data = _hub(data[_HUB_KEY])
+    certfile, keyfile = _tls(data[_CERT_KEY], data[_KEY_KEY])
 
     debug = data["WEB_SERVER_DEBUG"]
     if not isinstance(debug, bool):
@@ -467,12 +565,15 @@ def _validate(mapping: object) -> tuple[Mapping[str, object], Settings]:
         logging=_optional_mapping(
             "LOGGING", data["LOGGING"], "expected a logging.config.dictConfig mapping or null"
         ),
+        certfile=certfile,
+        keyfile=keyfile,
     )
     # The mapping keeps values as given (numbers stay ints), in their normal form.
     data["WEB_SERVER_ADDRESS"] = str(address)
     data[_HUB_KEY] = hub_data
     data["WEB_SERVER_CORS"] = settings.cors
     data["LOGGING"] = settings.logging
+    data[_CERT_KEY], data[_KEY_KEY] = certfile, keyfile
     return MappingProxyType(data), settings
 
 

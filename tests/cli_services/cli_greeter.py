@@ -24,6 +24,10 @@ class GreeterService:
     def items(self, request: object) -> list[str]:
         return ["a", "b"]
 
+    @http("GET", "/pid")
+    async def pid(self, request: object) -> str:
+        return str(os.getpid())
+
     @http("GET", "/slow")
     def slow(self, request: object) -> str:
         """Waits (in its worker thread) until the file named by ?until= exists, 10 s at most."""

@@ -10,6 +10,10 @@ Fixtures, for tests running under pytest-trio:
 - ``websocket``: ``ws = await websocket()`` opens a WebSocket RPC client
   (:class:`triosvc.ws.client.WebSocketClient`) to that server's endpoint:
   ``await ws.rpc(method, **data)``, ``await ws.wait_for_event(name)``. Closed after the test.
+
+With ``WEB_SERVER_CERTFILE`` in ``web_config`` they speak ``https://`` and ``wss://``
+(``web_session`` does not check the certificate; give ``websocket(ssl_context=...)`` one
+that trusts it).
 """
 
 from __future__ import annotations
@@ -56,13 +60,19 @@ async def runner_factory(nursery: trio.Nursery) -> AsyncIterator[RunnerFactory]:
         await runner.stop()
 
 
+def _secure(config: Mapping[str, object]) -> bool:
+    return config.get("WEB_SERVER_CERTFILE") is not None
+
+
 @pytest.fixture
 async def web_session(web_config: dict[str, object]) -> AsyncIterator[object]:
     import httpx
 
     address = str(web_config["WEB_SERVER_ADDRESS"])
-    # verify=False: plain HTTP on loopback; building a TLS context per client is slow.
-    async with httpx.AsyncClient(base_url=f"http://{address}", verify=False) as session:
+    # verify=False: loopback, a test certificate is self-signed, and building a default
+    # TLS context per client is slow.
+    scheme = "https" if _secure(web_config) else "http"
+    async with httpx.AsyncClient(base_url=f"{scheme}://{address}", verify=False) as session:
         yield session
 
 
@@ -74,12 +84,13 @@ async def websocket(
 
     address = str(web_config["WEB_SERVER_ADDRESS"])
     path = str(web_config.get("WEBSOCKET_PATH", "/ws"))
+    scheme = "wss" if _secure(web_config) else "ws"
     done = trio.Event()
 
     # Each client lives in a task of the test's nursery: its own nursery cannot be entered
     # in the fixture's task and left in the test's.
     async def hold(options: dict[str, object], *, task_status: trio.TaskStatus[object]) -> None:
-        async with open_websocket_client(f"ws://{address}{path}", **options) as client:  # type: ignore[arg-type]
+        async with open_websocket_client(f"{scheme}://{address}{path}", **options) as client:  # type: ignore[arg-type]
             task_status.started(client)
             await done.wait()
 

@@ -24,7 +24,7 @@ from .routing import Router
 if TYPE_CHECKING:
     from ..config import Address, Config
 
-__all__ = ["WebAttachment", "WebCompanion", "WebServer", "bind_socket"]
+__all__ = ["WebAttachment", "WebCompanion", "WebServer", "bind_socket", "url_of"]
 
 #: A connection silent this long while a request is due is dropped (SPEC §8).
 SILENCE_TIMEOUT = 30.0
@@ -103,8 +103,7 @@ class WebServer(SharedExtension):
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         settings = self.settings
         sock = bind_socket(settings.address)
-        host, port = sock.getsockname()[:2]
-        self._url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self._url = url_of(sock, tls=settings.tls)
         serve = get_engine(settings.engine)
         engine_stop = trio.Event()
         try:
@@ -151,6 +150,8 @@ class WebServer(SharedExtension):
             max_header_size=16 * 1024,
             websocket_ping_interval=heartbeat or None,
             websocket_max_message_size=settings.hub.max_message_size,
+            certfile=settings.certfile,
+            keyfile=settings.keyfile,
         )
 
     def stop_accepting(self) -> None:
@@ -169,6 +170,8 @@ def _attachment(extension: object) -> WebAttachment:
 def bind_socket(address: Address) -> socket.socket:
     """A listening TCP socket on ``address``; ConfigurationError if that cannot be."""
     where = f"WEB_SERVER_ADDRESS={address}"
+    if address.fd is not None:
+        return _inherited_socket(address.fd, where)
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(
             address.host or None, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -195,5 +198,28 @@ def bind_socket(address: Address) -> socket.socket:
                 f"{address.port}; choose another port, or 0 for a free one)"
             ) from None
         raise ConfigurationError(f"{where}: cannot listen there: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket, *, tls: bool) -> str:
+    """The URL clients reach the listening ``sock`` at."""
+    host, port = sock.getsockname()[:2]
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _inherited_socket(fd: int, where: str) -> socket.socket:
+    """The listening TCP socket a parent process handed down as file descriptor ``fd``."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigurationError(f"{where}: not an open socket: {exc.strerror}") from None
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        sock.detach()  # not ours to close
+        raise ConfigurationError(f"{where}: expected a TCP socket, got {sock.family.name}")
+    if not listening:
+        sock.detach()
+        raise ConfigurationError(f"{where}: the socket is not listening")
     sock.setblocking(False)
     return sock

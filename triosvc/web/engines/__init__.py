@@ -43,6 +43,10 @@ class EngineOptions:
     #: Seconds one write to a peer may take before the connection is aborted (the
     #: triosvc engine).
     write_timeout: float = 10.0
+    #: PEM certificate (chain) and private key: with both, the engine speaks only TLS,
+    #: and a TLS handshake must complete within ``read_timeout``.
+    certfile: str | None = None
+    keyfile: str | None = None
 
 
 class Engine(Protocol):

@@ -75,6 +75,12 @@ async def serve(
     # least) drops a peer that answers nothing, since a pong is data read.
     config.websocket_ping_interval = options.websocket_ping_interval
     config.websocket_max_message_size = options.websocket_max_message_size
+    if options.certfile is not None and options.keyfile is not None:
+        # With both set, hypercorn serves the bound socket over TLS (ALPN h2, http/1.1);
+        # its handshake deadline, 60 s by default, follows our silence deadline instead.
+        config.certfile = options.certfile
+        config.keyfile = options.keyfile
+        config.ssl_handshake_timeout = options.read_timeout
     config.accesslog = None
     config.errorlog = LOGGER
     await hypercorn_serve(

@@ -12,13 +12,17 @@ is committed before the first checkpoint. Writes are never shielded.
 Once the connection is closed, reads return ``b""`` (end of stream) and writes return
 False at once: the engine's users (the ASGI app) see a gone peer, never an exception
 from the socket. Reads carry no deadline here: each caller knows which one applies.
+
+:class:`TLSTransport` is the same over a :class:`trio.SSLStream`, with one difference:
+TLS cannot say how much of a cancelled ``send_all`` went out (a record may be half
+written), so a write cancelled from outside closes the connection too.
 """
 
 from __future__ import annotations
 
 import trio
 
-__all__ = ["READ_SIZE", "Transport"]
+__all__ = ["READ_SIZE", "TLSTransport", "Transport"]
 
 #: Bytes asked of the socket per read: the most any connection buffers beyond its needs.
 READ_SIZE = 64 * 1024
@@ -87,3 +91,50 @@ class Transport:
         if not self.closed:
             self.closed = True
             self.stream.socket.close()
+
+
+class TLSTransport(Transport):
+    """One accepted connection over TLS; ``stream`` is the TCP stream under ``tls``."""
+
+    __slots__ = ("tls",)
+
+    def __init__(self, tls: trio.SSLStream[trio.SocketStream], write_timeout: float) -> None:
+        super().__init__(tls.transport_stream, write_timeout)
+        self.tls = tls
+
+    async def receive(self) -> bytes:
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return b""
+        try:
+            # SSLObject.read gives bytes, which bytes() returns as they are (no copy).
+            return bytes(await self.tls.receive_some(READ_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):  # TLS errors included
+            self.close()
+            return b""
+
+    async def write(self, data: bytes, within: float | None = None) -> bool:
+        """As :meth:`Transport.write`, but a write cancelled mid-send closes the connection."""
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._pending.append(data)  # committed: a writer cancelled while queued loses nothing
+        async with self._write_lock:
+            if not self._pending or self.closed:
+                return not self.closed
+            chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            with trio.move_on_after(self.write_timeout if within is None else within) as scope:
+                try:
+                    await self.tls.send_all(chunk)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.close()
+                    return False
+                except trio.Cancelled:
+                    # How much went out is unknown, and the SSLStream is broken for good.
+                    self.close()
+                    raise
+            if scope.cancelled_caught:
+                self.close()
+                return False
+            return True
