@@ -8,17 +8,34 @@ message fails the test instead of stalling the run.
 Ordering makes "X got nothing" checkable without waiting: the hub queues a socket's
 messages in the order they are made, so when a peer's own call returns, everything
 sent to it before that call is already in front of the reply (see ``Peer.call``).
+
+The last section tests the methods without a socket, with ``triosvc.testing``'s helpers:
+``worker_factory`` (the hub mocked) for what no client can make happen on cue, and
+``entrypoint_hook`` with ``replace_dependencies`` to drive the running service's
+disconnect hook by hand.
 """
 
 import itertools
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from unittest import mock
 
 import pytest
 import trio
 import trio_websocket
-from chat_service import MAX_NAME_LENGTH, MAX_TEXT_LENGTH, ChatService
+from chat_service import (
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    ChatService,
+    ChatStore,
+    NotJoined,
+    UnknownNickname,
+)
+
+from triosvc.exceptions import ConnectionNotFound
+from triosvc.runners import ServiceRunner
+from triosvc.testing.services import entrypoint_hook, replace_dependencies, worker_factory
 
 #: Seconds any one test may take: a local server answers in milliseconds.
 TIMEOUT = 10
@@ -476,3 +493,60 @@ async def test_no_way_out_of_the_static_folder(runner_factory, web_config, targe
     assert status == 404, body
     assert b"import" not in body
     assert b"root:" not in body
+
+
+# --- without a socket: triosvc.testing's helpers ------------------------------------------------
+
+
+async def test_join_subscribes_then_tells_the_room():
+    # worker_factory mocks the hub after WebSocketHub (its methods are plain calls, with
+    # their signatures checked); the store is a real one.
+    service = worker_factory(ChatService, chat=ChatStore())
+
+    result = await service.join("socket-1", room="lobby", nickname="ada")
+
+    assert result == {"room": "lobby", "nickname": "ada", "members": ["ada"]}
+    assert service.hub.mock_calls == [
+        mock.call.subscribe("socket-1", "lobby"),
+        mock.call.broadcast("lobby", "joined", {"room": "lobby", "nickname": "ada"}),
+    ]
+
+
+async def test_whisper_to_a_socket_that_just_went_away():
+    # The target's socket is gone, its @on_disconnect not run yet: over real sockets that
+    # is a race; with the hub mocked it happens on cue.
+    chat = ChatStore()
+    chat.name("socket-1", "ada")
+    chat.name("socket-2", "bob")
+    service = worker_factory(ChatService, chat=chat)
+    service.hub.unicast.side_effect = ConnectionNotFound("no WebSocket socket-2")
+
+    with pytest.raises(UnknownNickname, match="nobody called 'bob'"):
+        await service.whisper("socket-1", to_nickname="bob", text="psst")
+
+
+async def test_disconnect_hook_tells_each_room_and_forgets_the_socket(runner_factory, web_config):
+    # The running service, its hub replaced before the start; the hook calls @rpc methods
+    # and the @on_disconnect hook with made-up socket ids.
+    runner = ServiceRunner(web_config)
+    runner.add_service(ChatService)
+    hub = replace_dependencies(runner, "hub")
+    with trio.fail_after(TIMEOUT):
+        await runner_factory(runner)
+
+    async with (
+        entrypoint_hook(runner, "chat", "join") as join,
+        entrypoint_hook(runner, "chat", "gone") as gone,
+        entrypoint_hook(runner, "chat", "say") as say,
+    ):
+        await join("socket-1", room="lobby", nickname="ada")
+        await join("socket-1", room="attic", nickname="ada")
+        hub.reset_mock()
+        await gone("socket-1")
+        with pytest.raises(NotJoined):
+            await say("socket-1", room="lobby", text="still here?")
+
+    assert hub.broadcast.call_args_list == [
+        mock.call("attic", "left", {"room": "attic", "nickname": "ada"}),
+        mock.call("lobby", "left", {"room": "lobby", "nickname": "ada"}),
+    ]

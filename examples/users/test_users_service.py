@@ -10,12 +10,20 @@ triosvc's pytest plugin (installed with triosvc) gives three fixtures:
 Tests run under pytest-trio (``trio_mode = true`` in pyproject.toml). Each one that
 talks over a socket runs under ``trio.fail_after``, so that a hang fails the test
 instead of stalling the run.
+
+The last section uses ``triosvc.testing``'s helpers: ``worker_factory`` for unit tests of
+a handler with its store mocked, ``entrypoint_hook`` to call a handler of the running
+service without a client, and ``replace_dependencies`` to make the store fail.
 """
 
 import httpx
 import pytest
 import trio
-from users_service import UsersService
+from users_service import Store, UserNotFound, UsersService
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from triosvc.testing.services import entrypoint_hook, replace_dependencies, worker_factory
 
 #: Seconds any one test may take: a local server answers in milliseconds.
 TIMEOUT = 10
@@ -332,3 +340,71 @@ async def test_other_origins_get_no_cors_headers(users):
     assert "access-control-allow-origin" not in actual.headers
     assert preflight.status_code == 403
     assert "access-control-allow-origin" not in preflight.headers
+
+
+# --- with triosvc.testing's helpers ----------------------------------------------------------
+
+
+def make_request(method: str, path: str, json: object = None) -> Request:
+    """The werkzeug Request a handler gets, for calling it directly."""
+    return EnvironBuilder(method=method, path=path, json=json).get_request()
+
+
+async def test_list_users_asks_the_store_for_one_page():
+    # A unit test: no server, the store is a mock. Its spec is Store (get_dependency's
+    # return annotation), so misspelled methods fail; max_page_size is set in
+    # Store.__init__, which the spec cannot see: give it a value.
+    service = worker_factory(UsersService)
+    service.store.max_page_size = 50
+    service.store.page.return_value = ([], 31)
+
+    result = await service.list_users(make_request("GET", "/users?limit=10&offset=30"))
+
+    assert result == {"users": [], "total": 31, "limit": 10, "offset": 30}
+    service.store.page.assert_called_once_with(10, 30)
+
+
+async def test_create_user_normalises_before_storing():
+    # Or a real object of yours in place of a dependency.
+    service = worker_factory(UsersService, store=Store(max_page_size=10))
+
+    body = {"name": " Ada ", "email": "Ada@Example.com"}
+    user, status, headers = await service.create_user(make_request("POST", "/users", body))
+
+    assert user == {"id": 1, "name": "Ada", "email": "ada@example.com"}
+    assert (status, headers) == (201, {"Location": "/users/1"})
+
+
+async def test_handlers_through_the_hook(runner_factory, web_config):
+    # The running service's own store and worker machinery, without a client: the hook
+    # returns what the handler returns, and raises what it raises; .http() gives the
+    # response a client would get.
+    with trio.fail_after(TIMEOUT):
+        runner = await runner_factory(web_config, UsersService)
+        async with (
+            entrypoint_hook(runner, "users", "create_user") as create_user,
+            entrypoint_hook(runner, "users", "delete_user") as delete_user,
+            entrypoint_hook(runner, "users", "get_user") as get_user,
+        ):
+            user, status, _ = await create_user(make_request("POST", "/users", ADA))
+            assert await delete_user(make_request("DELETE", "/users/1"), user_id=1) is None
+            with pytest.raises(UserNotFound):
+                await delete_user(make_request("DELETE", "/users/1"), user_id=1)
+            response = await get_user.http("/users/1")
+
+    assert (user, status) == ({"id": 1, **ADA}, 201)
+    assert_error(response, 404, "UserNotFound")
+
+
+async def test_a_failing_store_is_a_500_that_tells_the_client_nothing(
+    runner_factory, web_config, web_session
+):
+    # The class's store is replaced for this test (the plugin undoes it afterwards).
+    store = replace_dependencies(UsersService, "store")
+    store.get.side_effect = RuntimeError("lost the connection to db.internal:5432")
+    with trio.fail_after(TIMEOUT):
+        await runner_factory(web_config, UsersService)
+        response = await web_session.get("/users/1")
+
+    assert_error(response, 500, "InternalServerError")
+    assert "db.internal" not in response.text

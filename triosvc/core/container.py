@@ -36,7 +36,7 @@ from .extensions import DependencyProvider, Entrypoint, overrides
 from .service import inspect_service
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from .service import ServiceDefinition
 
@@ -97,11 +97,7 @@ class ServiceContainer:
             prototype.bind(self, method_name)
             for method_name, prototype in self.definition.entrypoints
         ]
-        providers = list(self.dependencies.values())
-        # Hooks a provider leaves empty are skipped: they would cost an await per call.
-        self._with_setup = [p for p in providers if overrides(p, "worker_setup")]
-        self._with_result = [p for p in providers if overrides(p, "worker_result")]
-        self._with_teardown = [p for p in providers if overrides(p, "worker_teardown")][::-1]
+        self._index_hooks()
         self._limiter = trio.CapacityLimiter(self.max_workers)
         # Slots already bound the number of threads; this limiter only keeps trio's
         # default (shared by the whole process) out of the way.
@@ -110,6 +106,7 @@ class ServiceContainer:
         self._idle = trio.Event()
         self._idle.set()
         self._started: list[DependencyProvider] = []
+        self._began = False
         #: Where work that outlives a call runs (the hooks of an abandoned thread); the
         #: runner sets it to a nursery it closes after the last worker. None: no such work.
         self.background: trio.Nursery | None = None
@@ -117,10 +114,58 @@ class ServiceContainer:
     def __repr__(self) -> str:
         return f"<ServiceContainer {self.name}>"
 
+    def _index_hooks(self) -> None:
+        providers = list(self.dependencies.values())
+        # Hooks a provider leaves empty are skipped: they would cost an await per call.
+        self._with_setup = [p for p in providers if overrides(p, "worker_setup")]
+        self._with_result = [p for p in providers if overrides(p, "worker_result")]
+        self._with_teardown = [p for p in providers if overrides(p, "worker_teardown")][::-1]
+
+    # -- changes before the start (the testing helpers' hooks) -------------------------
+
+    def replace_dependency(self, attr_name: str, provider: DependencyProvider) -> None:
+        """Put ``provider`` (a prototype: it is bound here) in place of ``attr_name``'s.
+
+        For ``triosvc.testing.replace_dependencies``, before the container starts; the
+        replaced provider is never set up. Whoever attached the old provider to a shared
+        extension must attach again (the runner does). ValueError for an unknown name.
+        """
+        self._check_not_started()
+        if attr_name not in self.dependencies:
+            raise ValueError(
+                f"{self.service_cls.__qualname__} has no dependency {attr_name!r}; its "
+                f"dependencies: {_listing(self.dependencies)}"
+            )
+        self.dependencies[attr_name] = provider.bind(self, attr_name)
+        self._index_hooks()
+
+    def restrict_entrypoints(self, method_names: Iterable[str]) -> None:
+        """Keep only the entrypoints of ``method_names`` (all of a method's, if several).
+
+        For ``triosvc.testing.restrict_entrypoints``, before the container starts.
+        ValueError for a name that has no entrypoint.
+        """
+        self._check_not_started()
+        keep = set(method_names)
+        unknown = keep - {entrypoint.method_name for entrypoint in self.entrypoints}
+        if unknown:
+            declared = dict.fromkeys(name for name, _ in self.definition.entrypoints)
+            raise ValueError(
+                f"{self.service_cls.__qualname__} has no entrypoint "
+                f"{', '.join(repr(name) for name in sorted(unknown))}; its entrypoints: "
+                f"{_listing(declared)}"
+            )
+        self.entrypoints = [e for e in self.entrypoints if e.method_name in keep]
+
+    def _check_not_started(self) -> None:
+        if self._began:
+            raise RuntimeError(f"{self.name} has started: change it before it starts")
+
     # -- service lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Set up every provider, in declaration order."""
+        self._began = True
         for provider in self.dependencies.values():
             await provider.setup()
             self._started.append(provider)
@@ -297,6 +342,10 @@ class ServiceContainer:
             )
         finally:
             thread.task_done()
+
+
+def _listing(names: Iterable[str]) -> str:
+    return ", ".join(names) or "none"
 
 
 class _SlotRequest:

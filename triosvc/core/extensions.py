@@ -87,6 +87,10 @@ class Entrypoint:
 
     method_name: str
     container: ServiceContainer
+    #: Seconds a call may run, from its arrival to the method's return, once bound
+    #: (``timeout=`` or ``WEB_SERVER_TIMEOUT``); None: no limit. The servers enforce it,
+    #: and so does ``triosvc.testing.entrypoint_hook``, which reads it here.
+    timeout: float | None = None
 
     def __init__(self, *, expected_exceptions: tuple[type[BaseException], ...] = ()) -> None:
         self.expected_exceptions = expected_exceptions
@@ -185,6 +189,19 @@ class DependencyProvider:
 
     async def worker_teardown(self, worker_ctx: WorkerContext) -> None:
         """Runs last for each call, whatever happened."""
+
+    def dependency_spec(self, blocking: bool) -> type | None:
+        """The type of what :meth:`get_dependency` injects, for the testing helpers' mocks.
+
+        ``worker_factory`` and ``replace_dependencies`` inject
+        ``unittest.mock.create_autospec(spec, instance=True)`` in its place: its
+        ``async def`` methods are AsyncMocks, its plain ones MagicMocks, and a name the
+        type lacks is an AttributeError. ``blocking`` says which worker the mock is for
+        (a plain ``def`` one gets the blocking interface). None (the default): the
+        helpers use ``get_dependency``'s return annotation when it names a class, else a
+        MagicMock. Nothing else calls it.
+        """
+        return None
 
     def __repr__(self) -> str:
         where = getattr(self, "attr_name", "<unbound>")

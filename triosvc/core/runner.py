@@ -26,9 +26,9 @@ from .container import ServiceContainer
 from .groups import sole_exception
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterable, Mapping
 
-    from .extensions import SharedExtension
+    from .extensions import DependencyProvider, SharedExtension
 
 __all__ = ["ServiceRunner", "open_services", "run_services"]
 
@@ -49,6 +49,7 @@ class ServiceRunner:
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
         self._serving = False
+        self._running = False
         self._kill_scope: trio.CancelScope | None = None
 
     def add_service(self, service_cls: type) -> ServiceContainer:
@@ -62,14 +63,66 @@ class ServiceRunner:
                 f"{service_cls.__qualname__}.name: {container.name!r} is already the name "
                 f"of {other.__qualname__} in this runner; service names must be unique"
             )
+        self._attach(container)
+        self.containers[container.name] = container
+        return container
+
+    def _attach(self, container: ServiceContainer) -> None:
+        """Hand the container's entrypoints and providers to the shared extensions."""
         for entrypoint in container.entrypoints:
             if entrypoint.shared_extension is not None:
                 self._extension(entrypoint.shared_extension).add_entrypoint(entrypoint)
         for provider in container.dependencies.values():
             if provider.shared_extension is not None:
                 self._extension(provider.shared_extension).add_provider(provider)
-        self.containers[container.name] = container
+
+    # -- changes before serving (for triosvc.testing) --------------------------------------
+
+    def replace_dependency(
+        self, service_name: str, attr_name: str, provider: DependencyProvider
+    ) -> None:
+        """Run ``service_name`` with ``provider`` in place of its ``attr_name`` dependency.
+
+        Before :meth:`serve`; for ``triosvc.testing.replace_dependencies``.
+        """
+        container = self._container_to_change(service_name)
+        container.replace_dependency(attr_name, provider)
+        self._reattach()
+
+    def restrict_entrypoints(self, service_name: str, method_names: Iterable[str]) -> None:
+        """Serve only the entrypoints of ``method_names`` of ``service_name``.
+
+        Before :meth:`serve`; for ``triosvc.testing.restrict_entrypoints``.
+        """
+        container = self._container_to_change(service_name)
+        container.restrict_entrypoints(method_names)
+        self._reattach()
+
+    def _container_to_change(self, service_name: str) -> ServiceContainer:
+        if self._serving:
+            raise RuntimeError(
+                "this runner has started: replace dependencies and restrict entrypoints "
+                "after adding the services and before serving them"
+            )
+        container = self.containers.get(service_name)
+        if container is None:
+            raise ValueError(
+                f"no service {service_name!r} in this runner; its services: "
+                f"{', '.join(self.containers) or 'none'}"
+            )
         return container
+
+    def _reattach(self) -> None:
+        # Extensions cannot forget what they were given (routes, RPC methods): build them
+        # afresh from the containers as they are now. Nothing has used them yet.
+        previous = self._shared
+        self._shared = {}
+        try:
+            for container in self.containers.values():
+                self._attach(container)
+        except BaseException:
+            self._shared = previous
+            raise
 
     def _extension(self, extension_cls: type[SharedExtension]) -> SharedExtension:
         extension = self._shared.get(extension_cls)
@@ -88,6 +141,16 @@ class ServiceRunner:
             if extension.url is not None:
                 return extension.url
         return None
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`serve` has begun: its services can no longer change."""
+        return self._serving
+
+    @property
+    def running(self) -> bool:
+        """Whether the services accept calls: set up and serving, and no stop requested."""
+        return self._running and not self._stop_requested.is_set()
 
     @property
     def stopped(self) -> bool:
@@ -158,6 +221,7 @@ class ServiceRunner:
                             for extension in self._shared.values():
                                 await servers.start(extension.serve)
                             self._log_started()
+                            self._running = True
                             task_status.started()
                             await self._stop_requested.wait()
                             LOGGER.info("draining in-flight calls for up to %gs", grace)

@@ -5,11 +5,17 @@ Fixtures, for tests running under pytest-trio:
 - ``web_config``: a config dict whose ``WEB_SERVER_ADDRESS`` is ``127.0.0.1:<free port>``;
   add keys to it before starting services;
 - ``runner_factory``: ``runner = await runner_factory(config, ServiceA, ...)`` starts the
-  services in the test's nursery; they are stopped after the test;
+  services in the test's nursery; they are stopped after the test.
+  ``await runner_factory(runner)`` starts a :class:`~triosvc.runners.ServiceRunner` built
+  by hand (to replace dependencies or restrict entrypoints first: see
+  :mod:`triosvc.testing.services`);
 - ``web_session``: an ``httpx.AsyncClient`` whose base URL is the ``web_config`` server;
 - ``websocket``: ``ws = await websocket()`` opens a WebSocket RPC client
   (:class:`triosvc.ws.client.WebSocketClient`) to that server's endpoint:
   ``await ws.rpc(method, **data)``, ``await ws.wait_for_event(name)``. Closed after the test.
+
+After each test, ``replace_dependencies(ServiceClass, ...)`` is undone
+(:func:`~triosvc.testing.services.restore_dependencies`), so that no test sees another's mocks.
 
 With ``WEB_SERVER_CERTFILE`` in ``web_config`` they speak ``https://`` and ``wss://``
 (``web_session`` does not check the certificate; give ``websocket(ssl_context=...)`` one
@@ -19,13 +25,14 @@ that trusts it).
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
 from ..runners import ServiceRunner, run_services
+from .services import restore_dependencies
 
 if TYPE_CHECKING:
     from ..ws.client import WebSocketClient
@@ -50,14 +57,31 @@ def web_config() -> dict[str, object]:
 async def runner_factory(nursery: trio.Nursery) -> AsyncIterator[RunnerFactory]:
     runners: list[ServiceRunner] = []
 
-    async def start(config: Mapping[str, object] | None, *services: type) -> ServiceRunner:
-        runner: ServiceRunner = await nursery.start(run_services, config, *services)
+    async def start(
+        config: Mapping[str, object] | ServiceRunner | None, *services: type
+    ) -> ServiceRunner:
+        runner: ServiceRunner
+        if isinstance(config, ServiceRunner):
+            if services:
+                raise TypeError(
+                    "runner_factory(runner) starts a runner built by hand: add its services "
+                    "with runner.add_service() first"
+                )
+            runner = await nursery.start(config.serve)
+        else:
+            runner = await nursery.start(run_services, config, *services)
         runners.append(runner)
         return runner
 
     yield start
     for runner in reversed(runners):
         await runner.stop()
+
+
+@pytest.fixture(autouse=True)
+def _triosvc_restore_dependencies() -> Iterator[None]:
+    yield
+    restore_dependencies()
 
 
 def _secure(config: Mapping[str, object]) -> bool:

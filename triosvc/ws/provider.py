@@ -33,3 +33,9 @@ class WebSocketHubProvider(DependencyProvider):
 
     async def get_dependency(self, worker_ctx: WorkerContext) -> WebSocketHub:
         return self.hub
+
+    def dependency_spec(self, blocking: bool) -> type[WebSocketHub]:
+        # The annotation above is for type checkers only: name the type for mocks here.
+        from .hub import WebSocketHub
+
+        return WebSocketHub
