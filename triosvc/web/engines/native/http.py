@@ -87,6 +87,7 @@ _ERROR_NAMES = {
     400: "BadRequest",
     431: "RequestHeaderFieldsTooLarge",
     500: "InternalServerError",
+    501: "NotImplemented",
     505: "HTTPVersionNotSupported",
 }
 

@@ -8,9 +8,10 @@ the requests queued before it are answered first, then the refusal goes out.
 
 Refused (llhttp in its strict default, checked by the tests): both Content-Length and
 Transfer-Encoding, duplicate Content-Lengths, invalid header names, bare LF, obs-fold,
-an unknown Transfer-Encoding: 400. Header bytes over ``max_header_size``: 431, counted
-exactly once the headers are complete and approximately (at most one read's worth
-more) while they are still arriving, so that a never-ending header cannot grow memory.
+an unknown Transfer-Encoding: 400; chunked over another coding (``gzip, chunked``): 501.
+Header bytes over ``max_header_size``: 431, counted exactly once the headers are complete
+and approximately (at most one read's worth more) while they are still arriving, so that
+a never-ending header cannot grow memory.
 HTTP versions other than 1.0 and 1.1 (0.9): 505.
 
 Methods: llhttp knows only registered methods, while HTTP allows any token (RFC 9110
@@ -51,6 +52,7 @@ class Request:
         "headers",
         "keep_alive",
         "method",
+        "transfer_encoding",
         "upgrade",
         "url",
         "version",
@@ -65,12 +67,25 @@ class Request:
         self.expect_continue = False
         #: The lowercased Upgrade header, if any.
         self.upgrade: bytes | None = None
+        #: Every Transfer-Encoding header's value, joined with commas.
+        self.transfer_encoding: bytes | None = None
         self.header_bytes = 0
         self.head_done = False
         #: Parsed body chunks the app has not taken yet.
         self.body: deque[bytes] = deque()
         #: The whole body has been parsed.
         self.complete = False
+
+
+def _unsupported_coding(transfer_encoding: bytes) -> bool:
+    """Whether the body is chunked on top of a coding we cannot undo (gzip, chunked).
+
+    llhttp frames such a body by its final chunked coding and would hand the app the
+    still-encoded bytes as the body. RFC 9112 §6.1: 501. When chunked is not the final
+    coding llhttp refuses the request itself (400, RFC 9112 §6.3).
+    """
+    codings = [c.strip().lower() for c in transfer_encoding.split(b",") if c.strip()]
+    return bool(codings) and codings[-1] == b"chunked" and codings != [b"chunked"]
 
 
 class _Refused(Exception):
@@ -199,6 +214,9 @@ class Reader:
             current.expect_continue = value.lower() == b"100-continue"
         elif name == b"upgrade":
             current.upgrade = value.lower()
+        elif name == b"transfer-encoding":
+            previous = current.transfer_encoding
+            current.transfer_encoding = value if previous is None else previous + b"," + value
 
     def on_headers_complete(self) -> None:
         current = self.current
@@ -210,6 +228,10 @@ class Reader:
             raise self._refusal
         if current.header_bytes > self.max_header_size:
             self._refusal = _Refused(431, "the request's headers are too large")
+            raise self._refusal
+        coding = current.transfer_encoding
+        if coding is not None and _unsupported_coding(coding):
+            self._refusal = _Refused(501, "transfer codings other than chunked are not supported")
             raise self._refusal
         if self._unknown_method is not None:
             current.method, self._unknown_method = self._unknown_method, None
