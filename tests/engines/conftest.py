@@ -12,8 +12,7 @@ import pytest
 import trio
 
 from triosvc.config import parse_address
-from triosvc.web.engines import EngineOptions
-from triosvc.web.engines.native import serve
+from triosvc.web.engines import EngineOptions, get_engine
 from triosvc.web.server import bind_socket
 
 #: Upper bound, in seconds, for any test here (they all talk over sockets).
@@ -31,26 +30,47 @@ class Running:
         return await trio.open_tcp_stream("127.0.0.1", self.port)
 
 
+async def _start(nursery: trio.Nursery, name: str, app: App, **options: Any) -> Running:
+    values: dict[str, Any] = {
+        "graceful_timeout": 5.0,
+        "read_timeout": 5.0,
+        "max_header_size": 16 * 1024,
+        **options,
+    }
+    sock = bind_socket(parse_address("127.0.0.1:0"))
+    port = sock.getsockname()[1]
+    stop = trio.Event()
+    serve = get_engine(name)
+    if name == "hypercorn":
+        app = _with_lifespan(app)  # hypercorn runs the lifespan protocol first
+    await nursery.start(
+        partial(serve, app, sock, EngineOptions(**values), shutdown_trigger=stop.wait)
+    )
+    return Running(port, stop)
+
+
+def _with_lifespan(app: App) -> App:
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return wrapped
+
+
 @pytest.fixture
 def engine(nursery: trio.Nursery) -> Callable[..., Any]:
     """``await engine(app, **options)``: the engine serving ``app`` until the test ends."""
+    return partial(_start, nursery, "triosvc")
 
-    async def start(app: App, **options: Any) -> Running:
-        values: dict[str, Any] = {
-            "graceful_timeout": 5.0,
-            "read_timeout": 5.0,
-            "max_header_size": 16 * 1024,
-            **options,
-        }
-        sock = bind_socket(parse_address("127.0.0.1:0"))
-        port = sock.getsockname()[1]
-        stop = trio.Event()
-        await nursery.start(
-            partial(serve, app, sock, EngineOptions(**values), shutdown_trigger=stop.wait)
-        )
-        return Running(port, stop)
 
-    return start
+@pytest.fixture
+def engine_named(nursery: trio.Nursery) -> Callable[..., Any]:
+    """``await engine_named(name, app, **options)``: the engine called ``name``
+    ("triosvc" or "hypercorn") serving ``app`` until the test ends."""
+    return partial(_start, nursery)
 
 
 @attrs.define
