@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.lowlevel
 from werkzeug.wrappers import Response
 
 from triosvc.web.handlers import http
@@ -301,3 +302,45 @@ async def test_header_values_that_cannot_be_sent_are_500(serve, path):
     assert "set-cookie" not in response.headers
     assert "x-injected" not in response.headers
     assert after.status_code == 500
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_endless_stream_stops_when_the_client_goes_away(
+    runner_factory, local_config, kind
+):
+    stopped = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def endless():
+        try:
+            while True:
+                yield "tick,"
+        finally:
+            token.run_sync_soon(stopped.set)
+
+    async def endless_async():
+        try:
+            while True:
+                yield b"tick,"
+                await trio.lowlevel.checkpoint()
+        finally:
+            stopped.set()
+
+    class Endless:
+        name = "endless"
+
+        @http("GET", "/endless")
+        async def endless(self, request):
+            return Response(endless() if kind == "sync" else endless_async())
+
+    runner = await runner_factory(local_config, Endless)
+    host, port = runner.url.removeprefix("http://").rsplit(":", 1)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while b"tick," not in received:
+                received += await stream.receive_some()
+        # the client has gone: the generator is closed
+        await stopped.wait()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import trio
@@ -132,7 +133,7 @@ class ServicesApp:
             if origin is not None and policy is not None and policy.allows_origin(origin):
                 for name, value in policy.response_headers(origin):
                     response.headers.add(name, value)
-        await send_response(send, response, method)
+        await send_response(send, response, method, receive)
 
     def _options(self, path: str, headers: dict[str, str], allowed: list[str]) -> Response:
         """Answer OPTIONS: a CORS preflight, or 204 with Allow."""
@@ -259,8 +260,15 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def send_response(send: Send, response: Response, method: str) -> None:
-    """Send a werkzeug Response over ASGI; HEAD gets the headers (with GET's length) only."""
+async def send_response(
+    send: Send, response: Response, method: str, receive: Receive | None = None
+) -> None:
+    """Send a werkzeug Response over ASGI; HEAD gets the headers (with GET's length) only.
+
+    A streamed body stops (its generator closed) when the client goes away, which
+    ``receive`` tells (the request body has been read by then): an endless stream must
+    not outlive its reader, and servers need not fail ``send`` for a gone client.
+    """
     response, headers = asgi_headers(response)
     status = response.status_code
     no_body = method == "HEAD" or status in (204, 304) or status < 200
@@ -271,12 +279,28 @@ async def send_response(send: Send, response: Response, method: str) -> None:
         return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     try:
-        async for chunk in _stream(response):
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        async with trio.open_nursery() as nursery:
+            # Only the streaming is stopped by a disconnect: the server may report one as
+            # soon as the last message is sent, which must not cancel that send.
+            with trio.CancelScope() as streaming:
+                if receive is not None:
+                    nursery.start_soon(_cancel_on_disconnect, receive, streaming)
+                async with aclosing(_stream(response)) as chunks:
+                    async for chunk in chunks:
+                        if chunk:
+                            more = {"type": "http.response.body", "body": chunk, "more_body": True}
+                            await send(more)
+            if not streaming.cancelled_caught:
+                await send({"type": "http.response.body", "body": b""})
+            nursery.cancel_scope.cancel()
     finally:
         response.close()
-    await send({"type": "http.response.body", "body": b""})
+
+
+async def _cancel_on_disconnect(receive: Receive, streaming: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    streaming.cancel()
 
 
 async def refuse_websocket(scope: Scope, send: Send, response: Response) -> None:
@@ -311,12 +335,16 @@ def asgi_headers(response: Response) -> tuple[Response, list[tuple[bytes, bytes]
     return response, headers
 
 
-async def _stream(response: Response) -> AsyncIterator[bytes]:
+async def _stream(response: Response) -> AsyncGenerator[bytes, None]:
     """The chunks of a streamed body; a plain iterator is advanced in a thread (it may block)."""
     source = response.response
     if hasattr(source, "__aiter__"):
-        async for chunk in source:
-            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        try:
+            async for chunk in source:
+                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        finally:
+            if hasattr(source, "aclose"):  # an async generator: its `finally` runs now
+                await source.aclose()
         return
     iterator: Iterator[bytes] = iter(response.iter_encoded())
     done = object()
