@@ -37,7 +37,7 @@ HUB_DEFAULTS = {
 
 EXPECTED_DEFAULTS = {
     "WEB_SERVER_ADDRESS": "0.0.0.0:8000",
-    "WEB_SERVER_ENGINE": "hypercorn",
+    "WEB_SERVER_ENGINE": "triosvc",
     "WEB_SERVER_MAX_WORKERS": 10,
     "WEB_SERVER_TIMEOUT": 30,
     "WEB_SERVER_MAX_BODY_SIZE": 16777216,
@@ -97,7 +97,7 @@ def test_every_key_has_its_default(
 def test_default_settings() -> None:
     assert Config().settings == Settings(
         address=Address("0.0.0.0", 8000),
-        engine="hypercorn",
+        engine="triosvc",
         max_workers=10,
         timeout=30.0,
         max_body_size=16777216,

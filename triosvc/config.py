@@ -46,7 +46,7 @@ _HUB_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
 DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
     {
         "WEB_SERVER_ADDRESS": "0.0.0.0:8000",
-        "WEB_SERVER_ENGINE": "hypercorn",
+        "WEB_SERVER_ENGINE": "triosvc",
         "WEB_SERVER_MAX_WORKERS": 10,
         "WEB_SERVER_TIMEOUT": 30,
         "WEB_SERVER_MAX_BODY_SIZE": 16777216,
