@@ -1,10 +1,14 @@
-"""HTTP throughput and latency of triosvc against bare hypercorn-trio and quart-trio.
+"""HTTP throughput and latency of triosvc (on its own engine and on hypercorn) against bare
+hypercorn, quart-trio, uvicorn+Starlette and nameko.
 
 One run starts each server (``benchmarks/servers/``) in its own process pinned to one CPU,
-one at a time, drives it with wrk pinned to another CPU, and prints a table of the medians
-over several interleaved rounds, with each figure's ratio to bare hypercorn-trio on the same
-route. See benchmarks/README.md. Needs ``wrk`` (Debian: ``apt-get install wrk``), ``taskset``
-(util-linux) and, for the quart-trio server, ``pip install quart-trio``.
+one at a time, drives each route with wrk pinned to another CPU (``GET /hello``,
+``GET /users/42``, and ``POST /echo`` with a 64 KiB body through ``wrk/post.lua``), and prints
+a table of the medians over several interleaved rounds, with each figure's ratio to bare
+hypercorn-trio on the same route, then the issue's targets. See benchmarks/README.md. Needs
+``wrk`` (Debian: ``apt-get install wrk``), ``taskset`` (util-linux) and, for the servers
+beyond triosvc and bare hypercorn, ``pip install -r benchmarks/requirements.txt`` and
+nameko's own interpreter (``--nameko-python``); a server that cannot start is skipped.
 
     python benchmarks/http.py                       # the defaults: a few minutes
     python benchmarks/http.py --duration 10 --rounds 3
@@ -34,39 +38,106 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))  # the shared helpers
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+from _common import POST_PATH, POST_SIZE
 from _processes import (
     CLOCK_TICKS,
+    NAMEKO_PYTHON_VARIABLE,
     READY_TIMEOUT,
+    ServerSpec,
+    absolute_python,
+    default_nameko_python,
     pinned,
     rotated,
     spawn,
     stop,
     stop_all,
     terminate,
+    triosvc_revision,
+    usable_servers,
 )
 
 HERE = Path(__file__).resolve().parent
 SERVER_DIR = HERE / "servers"
+POST_SCRIPT = HERE / "wrk" / "post.lua"
 
-#: name -> the program serving the two endpoints (prints ``PORT <n>`` once ready).
+#: name -> how to start the server of the three endpoints (it prints ``PORT <n>`` once ready).
 SERVERS = {
-    "hypercorn-trio": SERVER_DIR / "bare_hypercorn.py",
-    "triosvc": SERVER_DIR / "triosvc_app.py",
-    "quart-trio": SERVER_DIR / "quart_trio_app.py",
+    "triosvc": ServerSpec(
+        "triosvc_app.py", ("triosvc",), description="triosvc on its own engine (httptools)"
+    ),
+    "triosvc-hypercorn": ServerSpec(
+        "triosvc_app.py", ("hypercorn",), description="triosvc on hypercorn's trio worker"
+    ),
+    "hypercorn-trio": ServerSpec(
+        "bare_hypercorn.py", ("trio",), description="a bare ASGI app on hypercorn's trio worker"
+    ),
+    "hypercorn-asyncio": ServerSpec(
+        "bare_hypercorn.py", ("asyncio",), description="the same on hypercorn's asyncio worker"
+    ),
+    "quart-trio": ServerSpec(
+        "quart_trio_app.py", modules=("quart_trio",), description="quart-trio on hypercorn-trio"
+    ),
+    "uvicorn-starlette": ServerSpec(
+        "starlette_app.py",
+        modules=("uvicorn", "starlette"),
+        description="Starlette on uvicorn (uvloop, httptools)",
+    ),
+    "nameko": ServerSpec(
+        "nameko_app.py", nameko=True, description="nameko's @http on its eventlet server"
+    ),
 }
+#: What runs unless --servers says otherwise (those that cannot start here are skipped).
+DEFAULT_SERVERS = [name for name in SERVERS if name != "hypercorn-asyncio"]
 BASELINE = "hypercorn-trio"
+OURS = "triosvc"
 
-#: route -> a check of the body it answers (run once per server start, before any load).
+
+@dataclass(frozen=True)
+class Route:
+    """One measured request: what wrk sends, and how to check the answer before the load."""
+
+    method: str
+    path: str
+    #: A check of the body the server answers (run once per server start, before any load).
+    check: Callable[[bytes], bool]
+    #: The request body's size (a POST, sent by wrk/post.lua).
+    body_size: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.path if self.method == "GET" else f"{self.method} {self.body_size // 1024}K"
+
+
 ROUTES = {
-    "/hello": lambda body: body == b"hello",
-    "/users/42": lambda body: json.loads(body).get("id") == 42,
+    route.name: route
+    for route in (
+        Route("GET", "/hello", lambda body: body == b"hello"),
+        Route("GET", "/users/42", lambda body: json.loads(body).get("id") == 42),
+        Route(
+            "POST",
+            POST_PATH,
+            lambda body: json.loads(body).get("received") == POST_SIZE,
+            POST_SIZE,
+        ),
+    )
 }
 
-#: The issue's targets: triosvc at >= this share of bare hypercorn-trio's requests/s on
-#: every route, and more requests/s than quart-trio.
+#: The issue's targets (issue 5) for triosvc on its own engine on GET /hello: at least
+#: this many requests/s, this many times nameko's, this share of uvicorn+Starlette's, and
+#: a p99 latency below bare hypercorn-trio's.
+TARGET_HELLO_RPS = 4400
+TARGET_VS_NAMEKO = 3.0
+TARGET_VS_UVICORN = 0.5
+#: nameko's figure in the issue, the reference when nameko does not run here.
+ISSUE_NAMEKO_RPS = 1464
+#: The earlier target: triosvc on hypercorn at >= this share of bare hypercorn-trio.
 TARGET_RATIO = 0.85
 
 
@@ -80,12 +151,14 @@ class BenchmarkError(Exception):
 class Server:
     """One server program running in a child process pinned to ``cpu``."""
 
-    def __init__(self, name: str, cpu: int, log_dir: Path) -> None:
+    def __init__(self, name: str, cpu: int, log_dir: Path, nameko_python: str | None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
+        spec = SERVERS[name]
+        command = [spec.python(nameko_python), str(SERVER_DIR / spec.program), *spec.args]
         self.process = spawn(
-            pinned(cpu, [sys.executable, str(SERVERS[name])]),
+            pinned(cpu, command),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -131,22 +204,27 @@ class Server:
         self._log.close()
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on loopback over a raw socket (urllib would import ``http``: see the top).
+def http_request(port: int, route: Route, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One request on loopback over a raw socket (urllib would import ``http``: see the top).
 
     The body is read by its Content-Length: quart-trio on hypercorn leaves the connection
     open after its answer even when the request asks for ``Connection: close``.
     """
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    body = b"x" * route.body_size
+    request = (
+        f"{route.method} {route.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + (f"Content-Length: {len(body)}\r\n" if route.method != "GET" else "")
+        + "\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request.encode())
+        sock.sendall(request.encode() + body)
         data = b""
         while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
         length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
         if length is None:
-            raise BenchmarkError(f"GET {path}: an answer without Content-Length: {head!r}")
+            raise BenchmarkError(f"{route.name}: an answer without Content-Length: {head!r}")
         while len(body) < int(length[1]) and (chunk := sock.recv(65536)):
             body += chunk
     return int(head.split(b" ", 2)[1]), body
@@ -206,15 +284,18 @@ def parse_wrk(output: str) -> Sample:
     )
 
 
-def run_wrk(args: argparse.Namespace, port: int, path: str, seconds: int) -> Sample:
+def run_wrk(args: argparse.Namespace, port: int, route: Route, seconds: int) -> Sample:
     command = [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
         f"-d{seconds}s",
         "--latency",
-        f"http://127.0.0.1:{port}{path}",
+        f"http://127.0.0.1:{port}{route.path}",
     ]
+    if route.method == "POST":
+        command[-1:-1] = ["-s", str(POST_SCRIPT)]
+        command += ["--", str(route.body_size)]
     process = spawn(
         pinned(args.client_cpu, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -234,25 +315,25 @@ def run_wrk(args: argparse.Namespace, port: int, path: str, seconds: int) -> Sam
 
 def check_routes(server: Server) -> None:
     """One GET per route before any load: each server must answer the same thing."""
-    for path, check in ROUTES.items():
+    for route in ROUTES.values():
         try:
-            status, body = http_get(server.port, path)
+            status, body = http_request(server.port, route)
         except OSError as exc:
-            raise BenchmarkError(f"{server.name}: GET {path} failed: {exc}") from None
+            raise BenchmarkError(f"{server.name}: {route.name} failed: {exc}") from None
         try:
-            answered = status == 200 and check(body)
+            answered = status == 200 and route.check(body)
         except (ValueError, AttributeError):  # not JSON, or not a JSON object
             answered = False
         if not answered:
-            raise BenchmarkError(f"{server.name}: GET {path} answered {status} {body!r}")
+            raise BenchmarkError(f"{server.name}: {route.name} answered {status} {body[:200]!r}")
 
 
-def measure(args: argparse.Namespace, server: Server, path: str) -> Sample:
+def measure(args: argparse.Namespace, server: Server, route: Route) -> Sample:
     """Warm up, then one measured wrk run, with the server's CPU time over it."""
     if args.warmup:
-        run_wrk(args, server.port, path, args.warmup)
+        run_wrk(args, server.port, route, args.warmup)
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
-    sample = run_wrk(args, server.port, path, args.duration)
+    sample = run_wrk(args, server.port, route, args.duration)
     server.check_alive()
     cpu = server.cpu_seconds() - cpu_before
     sample.cpu_percent = 100 * cpu / (time.monotonic() - wall_before)
@@ -262,7 +343,7 @@ def measure(args: argparse.Namespace, server: Server, path: str) -> Sample:
 
 def _progress(round_index: int, rounds: int, server: str, path: str, sample: Sample) -> str:
     return (
-        f"  round {round_index + 1}/{rounds}  {server:<15} {path:<10}"
+        f"  round {round_index + 1}/{rounds}  {server:<17} {path:<10}"
         f" {sample.requests_per_s:>6.0f} req/s  p50 {sample.p50_ms:6.1f} ms"
         f"  p99 {sample.p99_ms:6.1f} ms  {sample.cpu_us_per_request:5.0f} us CPU/req"
         f"  (server CPU {sample.cpu_percent:3.0f}%)"
@@ -278,11 +359,11 @@ def run(args: argparse.Namespace) -> dict[tuple[str, str], list[Sample]]:
     log_dir = Path(tempfile.mkdtemp(prefix="triosvc-bench-"))
     for round_index in range(args.rounds):
         for server_name in rotated(args.servers, round_index):
-            server = Server(server_name, args.server_cpu, log_dir)
+            server = Server(server_name, args.server_cpu, log_dir, args.nameko_python)
             try:
                 check_routes(server)
                 for path in rotated(list(ROUTES), round_index):
-                    sample = measure(args, server, path)
+                    sample = measure(args, server, ROUTES[path])
                     samples[(server_name, path)].append(sample)
                     print(
                         _progress(round_index, args.rounds, server_name, path, sample), flush=True
@@ -314,6 +395,8 @@ class Summary:
     #: BASELINE's CPU per request over this one's: the req/s ratio the two would have
     #: with a whole CPU each (above 1 is better, like requests_per_s_ratio).
     cpu_efficiency_ratio: float | None = None
+    #: OURS's req/s over this one's on the same route (None without OURS).
+    ours_ratio: float | None = None
 
     @property
     def spread(self) -> float:
@@ -344,6 +427,9 @@ def summarize(samples: dict[tuple[str, str], list[Sample]]) -> list[Summary]:
             row.p50_ratio = row.p50_ms / base.p50_ms
             row.p99_ratio = row.p99_ms / base.p99_ms
             row.cpu_efficiency_ratio = base.cpu_us_per_request / row.cpu_us_per_request
+        ours = rows.get((OURS, route))
+        if ours is not None:
+            row.ours_ratio = ours.requests_per_s / row.requests_per_s
     return list(rows.values())
 
 
@@ -353,53 +439,87 @@ def _ratio(value: float | None) -> str:
 
 def print_table(rows: list[Summary]) -> None:
     header = (
-        f"{'server':<15} {'route':<10} {'req/s':>7} {'vs bare':>7} {'p50 ms':>7} {'vs bare':>7}"
-        f" {'p99 ms':>7} {'vs bare':>7} {'CPU us/req':>10} {'bare/it':>7} {'CPU%':>5}"
-        f" {'spread':>6} {'errors':>6}"
+        f"{'server':<17} {'route':<9} {'req/s':>6} {'vs bare':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'vs bare':>7} {'CPU us/req':>10} {'bare/it':>7} {'CPU%':>4} {'spread':>6}"
+        f" {'errors':>6} {'triosvc/it':>10}"
     )
     print(header)
     print("-" * len(header))
     for route in ROUTES:
         for row in (r for r in rows if r.route == route):
             print(
-                f"{row.server:<15} {row.route:<10} {row.requests_per_s:>7.0f}"
+                f"{row.server:<17} {row.route:<9} {row.requests_per_s:>6.0f}"
                 f" {_ratio(row.requests_per_s_ratio):>7}"
-                f" {row.p50_ms:>7.1f} {_ratio(row.p50_ratio):>7}"
-                f" {row.p99_ms:>7.1f} {_ratio(row.p99_ratio):>7}"
+                f" {row.p50_ms:>7.1f} {row.p99_ms:>7.1f} {_ratio(row.p99_ratio):>7}"
                 f" {row.cpu_us_per_request:>10.0f} {_ratio(row.cpu_efficiency_ratio):>7}"
-                f" {row.cpu_percent:>5.0f} {row.spread:>6.0%} {row.errors:>6}"
+                f" {row.cpu_percent:>4.0f} {row.spread:>6.0%} {row.errors:>6}"
+                f" {_ratio(row.ours_ratio):>10}"
             )
     print(
-        "Medians over the rounds. 'vs bare': the figure divided by bare hypercorn-trio's on the\n"
-        "same route (above 1.00x: better for req/s, worse for latency). 'CPU us/req': the server\n"
+        "Medians over the rounds. 'vs bare': the figure over bare hypercorn-trio's on the same\n"
+        "route (above 1.00x: better for req/s, worse for latency). 'CPU us/req': the server\n"
         "process's CPU time per request; 'bare/it': bare's CPU per request over this one's, the\n"
         "req/s ratio with a whole CPU each (above 1.00x: cheaper than bare). 'CPU%': the server's\n"
-        "share of CPU during the run. 'spread': (max - min) / median of the rounds' req/s."
+        "share of CPU during the run. 'spread': (max - min) / median of the rounds' req/s.\n"
+        "'triosvc/it': triosvc's req/s (on its own engine) over this row's."
     )
+
+
+def _mark(ok: bool) -> str:
+    return "met   " if ok else "MISSED"
 
 
 def verdict(rows: list[Summary]) -> list[str]:
     """The issue's targets, checked on the medians: one line each."""
     by_key = {(r.server, r.route): r for r in rows}
     lines = []
-    for route in ROUTES:
-        ours = by_key.get(("triosvc", route))
-        if ours is None:
-            continue
-        if ours.requests_per_s_ratio is not None and ours.cpu_efficiency_ratio is not None:
-            ok = ours.requests_per_s_ratio >= TARGET_RATIO
+    hello = by_key.get((OURS, "/hello"))
+    if hello is not None:
+        rps = hello.requests_per_s
+        lines.append(
+            f"{_mark(rps >= TARGET_HELLO_RPS)} triosvc >= {TARGET_HELLO_RPS} req/s on /hello:"
+            f" {rps:.0f} req/s ({1e6 / hello.cpu_us_per_request:.0f} req/s by its CPU per"
+            " request, with a whole CPU)"
+        )
+        nameko = by_key.get(("nameko", "/hello"))
+        if nameko is not None:
+            ratio = rps / nameko.requests_per_s
             lines.append(
-                f"{'met   ' if ok else 'MISSED'} triosvc >= {TARGET_RATIO}x bare hypercorn-trio on"
-                f" {route}: {ours.requests_per_s_ratio:.2f}x req/s"
-                f" ({ours.cpu_efficiency_ratio:.2f}x by CPU per request)"
+                f"{_mark(ratio >= TARGET_VS_NAMEKO)} triosvc >= {TARGET_VS_NAMEKO:.0f}x nameko on"
+                f" /hello: {ratio:.2f}x ({nameko.requests_per_s:.0f} req/s;"
+                f" {nameko.cpu_us_per_request / hello.cpu_us_per_request:.2f}x by CPU per request)"
             )
-        quart = by_key.get(("quart-trio", route))
-        if quart is not None:
-            ok = ours.requests_per_s > quart.requests_per_s
+        else:
+            ratio = rps / ISSUE_NAMEKO_RPS
             lines.append(
-                f"{'met   ' if ok else 'MISSED'} triosvc ahead of quart-trio on {route}:"
-                f" {ours.requests_per_s / quart.requests_per_s:.2f}x quart-trio's req/s"
-                f" ({quart.cpu_us_per_request / ours.cpu_us_per_request:.2f}x by CPU per request)"
+                f"{_mark(ratio >= TARGET_VS_NAMEKO)} triosvc >= {TARGET_VS_NAMEKO:.0f}x nameko on"
+                f" /hello: nameko did not run; against the issue's {ISSUE_NAMEKO_RPS} req/s:"
+                f" {ratio:.2f}x"
+            )
+        uvicorn = by_key.get(("uvicorn-starlette", "/hello"))
+        if uvicorn is not None:
+            ratio = rps / uvicorn.requests_per_s
+            lines.append(
+                f"{_mark(ratio >= TARGET_VS_UVICORN)} triosvc >= {TARGET_VS_UVICORN}x"
+                f" uvicorn+Starlette on /hello: {ratio:.2f}x ({uvicorn.requests_per_s:.0f} req/s;"
+                f" {uvicorn.cpu_us_per_request / hello.cpu_us_per_request:.2f}x by CPU per"
+                " request)"
+            )
+    for route in ROUTES:
+        ours, bare = by_key.get((OURS, route)), by_key.get((BASELINE, route))
+        if ours is not None and bare is not None:
+            lines.append(
+                f"{_mark(ours.p99_ms < bare.p99_ms)} triosvc's p99 below bare hypercorn-trio's"
+                f" on {route}: {ours.p99_ms:.1f} ms against {bare.p99_ms:.1f} ms"
+            )
+    for route in ROUTES:
+        ours = by_key.get(("triosvc-hypercorn", route))
+        if ours is not None and ours.requests_per_s_ratio is not None:
+            lines.append(
+                f"{_mark(ours.requests_per_s_ratio >= TARGET_RATIO)} (earlier target)"
+                f" triosvc-hypercorn >= {TARGET_RATIO}x bare hypercorn-trio on {route}:"
+                f" {ours.requests_per_s_ratio:.2f}x req/s"
+                f" ({_ratio(ours.cpu_efficiency_ratio)} by CPU per request)"
             )
     noisy = [f"{r.server} {r.route}" for r in rows if r.spread > 0.2]
     if noisy:
@@ -418,17 +538,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/http.py",
         description=(
-            "Benchmark triosvc's HTTP entrypoint against a bare ASGI app on hypercorn-trio and a "
-            "quart-trio app: same two endpoints (GET /hello, GET /users/42), same hypercorn "
-            "settings, each server alone in a process pinned to one CPU, wrk pinned to another, "
-            "on loopback. Prints medians over interleaved rounds and ratios to bare hypercorn."
+            "Benchmark triosvc's HTTP entrypoint, on its own engine and on hypercorn, against a "
+            "bare ASGI app on hypercorn, quart-trio, uvicorn+Starlette and nameko: the same "
+            "three endpoints (GET /hello, GET /users/42, POST /echo with 64 KiB), each server "
+            "alone in a process pinned to one CPU, wrk pinned to another, on loopback. Prints "
+            "medians over interleaved rounds and ratios to bare hypercorn-trio."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--duration", type=int, default=8, help="seconds of each measured wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of each measured wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of unmeasured load before each run (0: none)"
+        "--warmup", type=int, default=1, help="seconds of unmeasured load before each run (0: none)"
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t")
@@ -438,19 +559,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=list(SERVERS),
-        default=list(SERVERS),
         metavar="NAME",
-        help=f"which servers, among: {', '.join(SERVERS)}",
+        help=f"which servers, among: {', '.join(SERVERS)} (default: all but hypercorn-asyncio,"
+        " those that cannot start here skipped)",
+    )
+    parser.add_argument(
+        "--nameko-python",
+        default=default_nameko_python(),
+        metavar="PATH",
+        help="the Python of a virtual environment with nameko (default:"
+        f" ${NAMEKO_PYTHON_VARIABLE}, else benchmarks/.venv-nameko if it exists; without"
+        " either, nameko is skipped)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--duration and --rounds must be >= 1, --warmup >= 0")
-    args.servers = list(dict.fromkeys(args.servers))
+    args.explicit_servers = args.servers is not None
+    args.nameko_python = absolute_python(args.nameko_python)
+    args.servers = list(dict.fromkeys(args.servers or DEFAULT_SERVERS))
     return args
 
 
-def _preflight(args: argparse.Namespace) -> None:
+def _preflight(args: argparse.Namespace) -> dict[str, str]:
+    """Check the tools and CPUs; drop the servers that cannot start here (and say why)."""
     for tool, hint in (("wrk", "apt-get install wrk"), ("taskset", "apt-get install util-linux")):
         if shutil.which(tool) is None:
             raise BenchmarkError(f"{tool} is not installed ({hint})")
@@ -462,6 +594,23 @@ def _preflight(args: argparse.Namespace) -> None:
             )
     if args.server_cpu == args.client_cpu:
         print("warning: server and wrk share one CPU; the figures will mostly measure wrk")
+    try:
+        args.servers, skipped = usable_servers(
+            SERVERS, args.servers, args.explicit_servers, args.nameko_python
+        )
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    if not args.servers:
+        raise BenchmarkError("no server to measure")
+    return skipped
+
+
+def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> int:
+    servers = len(args.servers) if servers is None else servers
+    runs = args.rounds * servers * len(ROUTES)
+    return runs * (args.duration + args.warmup + 1) + 2 * args.rounds * servers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,15 +621,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
-    runs = args.rounds * len(args.servers) * len(ROUTES)
-    estimate = runs * (args.duration + args.warmup) + args.rounds * len(args.servers)
     try:
-        _preflight(args)
+        skipped = _preflight(args)
+        estimate = estimate_seconds(args)
+        revision = triosvc_revision(HERE.parent)
         print(
             f"{started:%Y-%m-%d %H:%M %Z}: {len(args.servers)} servers x {len(ROUTES)} routes"
             f" x {args.rounds} rounds of {args.duration}s (+{args.warmup}s warm-up),"
             f" wrk -t{args.threads} -c{args.connections}; servers on CPU {args.server_cpu},"
-            f" wrk on CPU {args.client_cpu}; about {estimate // 60}m{estimate % 60:02d}s",
+            f" wrk on CPU {args.client_cpu}; triosvc at {revision};"
+            f" about {estimate // 60}m{estimate % 60:02d}s",
             flush=True,
         )
         load_before = os.getloadavg()
@@ -498,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     print()
-    for line in verdict(rows):
+    verdicts = verdict(rows)
+    for line in verdicts:
         print(line)
     print(
         f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
@@ -507,9 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         report = {
             "date": started.isoformat(timespec="seconds"),
+            "triosvc": revision,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "skipped": skipped,
             "load_average": [load_before[0], load_after[0]],
             "results": [asdict(row) for row in rows],
+            "verdict": verdicts,
             "samples": {f"{s} {r}": [asdict(x) for x in v] for (s, r), v in samples.items()},
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,6 @@
-"""WebSocket fan-out, call round trips and memory per socket: triosvc against a bare ASGI hub.
+"""WebSocket fan-out, call round trips and memory per socket: triosvc (on its own engine and on
+hypercorn) against a bare ASGI hub on hypercorn's trio and asyncio workers, quart-trio,
+uvicorn+Starlette and nameko.
 
 One run starts each server (``benchmarks/servers/ws_*.py``) in its own process pinned to one
 CPU, one at a time, drives it with client processes (this script, ``--worker``) pinned to
@@ -14,7 +16,9 @@ server it measures:
   once, for ``--echo-duration`` seconds each.
 
 See benchmarks/README.md. Needs ``taskset`` (util-linux) and ``pip install websockets`` (the
-client); trio and hypercorn come with triosvc.
+client); trio and hypercorn come with triosvc; the other servers need
+``pip install -r benchmarks/requirements.txt``, and nameko its own interpreter
+(``--nameko-python``); a server that cannot start is skipped.
 
     python benchmarks/websocket.py                    # the defaults: a few minutes
     python benchmarks/websocket.py --rounds 5 --json /tmp/ws-bench.json
@@ -55,13 +59,19 @@ from typing import TYPE_CHECKING  # noqa: E402
 import trio  # noqa: E402
 from _processes import (  # noqa: E402
     CLOCK_TICKS,
+    NAMEKO_PYTHON_VARIABLE,
     READY_TIMEOUT,
+    ServerSpec,
+    absolute_python,
+    default_nameko_python,
     pinned,
     rotated,
     spawn,
     stop,
     stop_all,
     terminate,
+    triosvc_revision,
+    usable_servers,
 )
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Opcode  # noqa: E402
@@ -73,15 +83,40 @@ if TYPE_CHECKING:
 
     from websockets.frames import Frame
 
-#: name -> the program serving /ws (prints ``PORT <n>`` once ready; argv[1]: send_buffer).
+#: name -> how to start the server of /ws (it prints ``PORT <n>`` once ready); each program
+#: takes the outbox bound (send_buffer) as its first argument, before the spec's own.
 SERVERS = {
-    "baseline": SERVER_DIR / "ws_baseline.py",
-    "triosvc": SERVER_DIR / "ws_triosvc.py",
+    "triosvc": ServerSpec(
+        "ws_triosvc.py", ("triosvc",), description="triosvc's hub on its own engine (wsproto)"
+    ),
+    "triosvc-hypercorn": ServerSpec(
+        "ws_triosvc.py", ("hypercorn",), description="triosvc's hub on hypercorn's trio worker"
+    ),
+    "hypercorn-trio": ServerSpec(
+        "ws_baseline.py", ("trio",), description="a bare ASGI hub on hypercorn's trio worker"
+    ),
+    "hypercorn-asyncio": ServerSpec(
+        "ws_baseline.py", ("asyncio",), description="the same on hypercorn's asyncio worker"
+    ),
+    "quart-trio": ServerSpec(
+        "ws_quart_trio.py", modules=("quart_trio",), description="the same hub in quart-trio"
+    ),
+    "uvicorn-starlette": ServerSpec(
+        "ws_starlette.py",
+        modules=("uvicorn", "starlette", "uvloop"),
+        description="the same hub in Starlette on uvicorn (uvloop, websockets)",
+    ),
+    "nameko": ServerSpec("ws_nameko.py", nameko=True, description="nameko's own hub (eventlet)"),
 }
-BASELINE = "baseline"
+BASELINE = "hypercorn-trio"
+OURS = "triosvc"
 
-#: The issue's targets: triosvc's fan-out deliveries/s at >= this share of the baseline's,
-#: and at most this much resident memory per idle socket.
+#: The issue's targets (issue 5): triosvc's fan-out on its own engine at >= this many
+#: deliveries/s, and at least hypercorn's asyncio worker's; at most this much resident
+#: memory per idle socket. The earlier one: triosvc on hypercorn at >= FANOUT_TARGET times
+#: the bare hub on hypercorn-trio.
+TARGET_DELIVERIES_PER_S = 30_000
+FANOUT_REFERENCE = "hypercorn-asyncio"
 FANOUT_TARGET = 0.8
 MEMORY_TARGET_KIB = 50.0
 
@@ -109,8 +144,12 @@ class BenchmarkError(Exception):
 
 RECEIVE_SIZE = 65536
 CONNECT_CONCURRENCY = 64
-_TICK_PREFIX = b'{"type":"event","event":"' + EVENT.encode() + b'"'
-_RESULT_PREFIX = b'{"type":"result"'
+# nameko's json.dumps puts a space after ':' and ','; the others answer compact JSON.
+_TICK_PREFIX = (
+    b'{"type":"event","event":"' + EVENT.encode() + b'"',
+    b'{"type": "event", "event": "' + EVENT.encode() + b'"',
+)
+_RESULT_PREFIX = (b'{"type":"result"', b'{"type": "result"')
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -455,8 +494,16 @@ class _Child:
 class Server(_Child):
     """One server program running in a child process pinned to ``cpu``."""
 
-    def __init__(self, name: str, cpu: int, log_dir: Path, send_buffer: int) -> None:
-        command = [sys.executable, str(SERVERS[name]), str(send_buffer)]
+    def __init__(
+        self, name: str, cpu: int, log_dir: Path, send_buffer: int, nameko_python: str | None
+    ) -> None:
+        spec = SERVERS[name]
+        command = [
+            spec.python(nameko_python),
+            str(SERVER_DIR / spec.program),
+            str(send_buffer),
+            *spec.args,
+        ]
         self._start(name, command, cpu, log_dir)
         line = self.read_line(READY_TIMEOUT)
         match = re.fullmatch(rb"PORT (\d+)\s*", line)
@@ -673,7 +720,7 @@ def measure(args: argparse.Namespace, server: Server, clients: list[Client]) -> 
 def _progress(index: int, rounds: int, name: str, r: Round) -> str:
     f = r.fanout
     parts = [
-        f"  round {index + 1}/{rounds}  {name:<9}",
+        f"  round {index + 1}/{rounds}  {name:<17}",
         f"{r.memory.kib_per_socket:5.1f} KiB/socket",
         f"fan-out {f.deliveries_per_s:7.0f}/s, last at {f.last_seconds:6.2f}s"
         f" ({f.server_cpu_us_per_delivery:4.1f} us CPU/delivery, server CPU"
@@ -692,7 +739,7 @@ def run(args: argparse.Namespace) -> dict[str, list[Round]]:
     log_dir = Path(tempfile.mkdtemp(prefix="triosvc-ws-bench-"))
     for index in range(args.rounds):
         for name in rotated(args.servers, index):
-            server = Server(name, args.server_cpu, log_dir, args.send_buffer)
+            server = Server(name, args.server_cpu, log_dir, args.send_buffer, args.nameko_python)
             clients: list[Client] = []
             try:
                 clients = [
@@ -724,17 +771,23 @@ def _spread(values: list[float]) -> float:
 
 
 def paired(
-    rounds: dict[str, list[Round]], name: str, figure: Callable[[Round], float]
+    rounds: dict[str, list[Round]],
+    name: str,
+    figure: Callable[[Round], float],
+    against: str = BASELINE,
 ) -> list[float]:
-    """Per round, ``name``'s figure over the baseline's in the same round ([] for the baseline).
+    """Per round, ``name``'s figure over ``against``'s in the same round ([] for ``against``
+    itself, or when it did not run).
 
-    The two servers of a round ran back to back, so these ratios share most of the machine's
-    drift, which the ratio of the medians over the rounds does not.
+    The servers of a round ran one after the other, so these ratios share most of the
+    machine's drift, which the ratio of the medians over the rounds does not.
     """
-    base = rounds.get(BASELINE)
-    if base is None or name == BASELINE:
+    base = rounds.get(against)
+    if base is None or name == against:
         return []
-    return [figure(ours) / figure(theirs) for ours, theirs in zip(rounds[name], base, strict=True)]
+    return [
+        _over(figure(ours), figure(theirs)) for ours, theirs in zip(rounds[name], base, strict=True)
+    ]
 
 
 def _fanout_rate(r: Round) -> float:
@@ -742,7 +795,7 @@ def _fanout_rate(r: Round) -> float:
 
 
 def _fanout_efficiency(r: Round) -> float:
-    return 1 / r.fanout.server_cpu_us_per_delivery
+    return _over(1, r.fanout.server_cpu_us_per_delivery)
 
 
 def _echo_rate(n: int) -> Callable[[Round], float]:
@@ -804,7 +857,7 @@ def print_tables(args: argparse.Namespace, summary: dict[str, dict[str, float]])
         f" ({deliveries:,} deliveries), one fanout call"
     )
     header = (
-        f"{'server':<9} {'deliv/s':>8} {'vs base':>7} {'paired':>6} {'last s':>7} {'first s':>7}"
+        f"{'server':<17} {'deliv/s':>8} {'vs base':>7} {'paired':>6} {'last s':>7} {'first s':>7}"
         f" {'reply s':>7} {'CPU us/deliv':>12} {'base/it':>7} {'srv CPU%':>8}"
         f" {'cli CPU%':>8} {'spread':>6} {'bad':>4}"
     )
@@ -812,7 +865,8 @@ def print_tables(args: argparse.Namespace, summary: dict[str, dict[str, float]])
     print("-" * len(header))
     for name, row in summary.items():
         print(
-            f"{name:<9} {row['deliveries_per_s']:>8.0f} {_vs(summary, name, 'deliveries_per_s'):>7}"
+            f"{name:<17} {row['deliveries_per_s']:>8.0f}"
+            f" {_vs(summary, name, 'deliveries_per_s'):>7}"
             f" {_paired(row['fanout_paired']):>6} {row['last_s']:>7.2f}"
             f" {row['first_s']:>7.2f} {row['reply_s']:>7.2f}"
             f" {row['fanout_cpu_us']:>12.1f} {_vs(summary, name, 'fanout_cpu_us', True):>7}"
@@ -842,7 +896,7 @@ def print_echo_table(args: argparse.Namespace, summary: dict[str, dict[str, floa
         f" (after {args.echo_warmup}s of warm-up)"
     )
     header = (
-        f"{'server':<9} {'sockets':>7} {'calls/s':>8} {'vs base':>7} {'paired':>6}"
+        f"{'server':<17} {'sockets':>7} {'calls/s':>8} {'vs base':>7} {'paired':>6}"
         f" {'p50 ms':>7} {'p99 ms':>7}"
         f" {'CPU us/call':>11} {'base/it':>7} {'srv CPU%':>8} {'cli CPU%':>8} {'spread':>6}"
     )
@@ -851,7 +905,7 @@ def print_echo_table(args: argparse.Namespace, summary: dict[str, dict[str, floa
     for n in args.echo_sockets:
         for name, row in summary.items():
             print(
-                f"{name:<9} {n:>7} {row[f'echo{n}_per_s']:>8.0f}"
+                f"{name:<17} {n:>7} {row[f'echo{n}_per_s']:>8.0f}"
                 f" {_vs(summary, name, f'echo{n}_per_s'):>7}"
                 f" {_paired(row[f'echo{n}_paired']):>6}"
                 f" {row[f'echo{n}_p50_ms']:>7.2f} {row[f'echo{n}_p99_ms']:>7.2f}"
@@ -863,12 +917,12 @@ def print_echo_table(args: argparse.Namespace, summary: dict[str, dict[str, floa
 
 def print_memory_table(args: argparse.Namespace, summary: dict[str, dict[str, float]]) -> None:
     print(f"Memory: server VmRSS before and after opening {args.sockets} idle sockets")
-    header = f"{'server':<9} {'RSS before MiB':>14} {'KiB/socket':>10} {'vs base':>7}"
+    header = f"{'server':<17} {'RSS before MiB':>14} {'KiB/socket':>10} {'vs base':>7}"
     print(header)
     print("-" * len(header))
     for name, row in summary.items():
         print(
-            f"{name:<9} {row['rss_before_mib']:>14.1f} {row['kib_per_socket']:>10.1f}"
+            f"{name:<17} {row['rss_before_mib']:>14.1f} {row['kib_per_socket']:>10.1f}"
             f" {_vs(summary, name, 'kib_per_socket'):>7}"
         )
 
@@ -877,32 +931,72 @@ def _listed(ratios: list[float]) -> str:
     return ", ".join(f"{r:.2f}" for r in ratios)
 
 
+def _over(a: float, b: float) -> float:
+    """a / b, NaN when b is 0 (a run too short for the CPU clock's ticks)."""
+    return a / b if b else math.nan
+
+
+def _paired_status(ratio: float, pair: float, target: float) -> str:
+    if ratio >= target and pair >= target:
+        return "met   "
+    if ratio < target and pair < target:
+        return "MISSED"
+    return "UNSURE"  # the two ways of taking the ratio disagree: too noisy to say
+
+
+def _compare(
+    rounds: dict[str, list[Round]],
+    summary: dict[str, dict[str, float]],
+    name: str,
+    against: str,
+    target: float,
+) -> str | None:
+    """One verdict line: ``name``'s fan-out >= ``target`` x ``against``'s, by the ratio of the
+    medians and by the median of the per-round ratios (both must agree)."""
+    ours, theirs = summary.get(name), summary.get(against)
+    if ours is None or theirs is None:
+        return None
+    ratio = ours["deliveries_per_s"] / theirs["deliveries_per_s"]
+    rates = paired(rounds, name, _fanout_rate, against)
+    efficiencies = paired(rounds, name, _fanout_efficiency, against)
+    pair = _median(rates)
+    return (
+        f"{_paired_status(ratio, pair, target)} {name} fan-out >= {target}x {against}'s"
+        f" deliveries/s: {ratio:.2f}x the medians, {pair:.2f}x paired (per round:"
+        f" {_listed(rates)}); by CPU per delivery"
+        f" {_over(theirs['fanout_cpu_us'], ours['fanout_cpu_us']):.2f}x,"
+        f" {_median(efficiencies):.2f}x paired (per round: {_listed(efficiencies)})"
+    )
+
+
 def verdict(rounds: dict[str, list[Round]], summary: dict[str, dict[str, float]]) -> list[str]:
     lines = []
-    ours, base = summary.get("triosvc"), summary.get(BASELINE)
-    if ours is not None and base is not None:
-        ratio = ours["deliveries_per_s"] / base["deliveries_per_s"]
-        pair = ours["fanout_paired"]
-        by_cpu = base["fanout_cpu_us"] / ours["fanout_cpu_us"]
-        if ratio >= FANOUT_TARGET and pair >= FANOUT_TARGET:
-            status = "met   "
-        elif ratio < FANOUT_TARGET and pair < FANOUT_TARGET:
-            status = "MISSED"
-        else:
-            status = "UNSURE"  # the two ways of taking the ratio disagree: too noisy to say
-        lines.append(
-            f"{status} triosvc fan-out >= {FANOUT_TARGET}x the baseline's deliveries/s:"
-            f" {ratio:.2f}x the medians, {pair:.2f}x paired (per round:"
-            f" {_listed(paired(rounds, 'triosvc', _fanout_rate))}); by CPU per delivery"
-            f" {by_cpu:.2f}x, {ours['fanout_cpu_paired']:.2f}x paired (per round:"
-            f" {_listed(paired(rounds, 'triosvc', _fanout_efficiency))})"
-        )
+    ours = summary.get(OURS)
     if ours is not None:
-        kib = ours["kib_per_socket"]
+        rate = ours["deliveries_per_s"]
         lines.append(
-            f"{'met   ' if kib < MEMORY_TARGET_KIB else 'MISSED'} triosvc memory per idle socket"
+            f"{'met   ' if rate >= TARGET_DELIVERIES_PER_S else 'MISSED'} {OURS} fan-out >="
+            f" {TARGET_DELIVERIES_PER_S:,} deliveries/s: {rate:,.0f}/s"
+            f" ({_over(1e6, ours['fanout_cpu_us']):,.0f}/s by its CPU per delivery, with a whole"
+            " CPU)"
+        )
+    for name, against, target in (
+        (OURS, FANOUT_REFERENCE, 1.0),
+        ("triosvc-hypercorn", BASELINE, FANOUT_TARGET),
+    ):
+        line = _compare(rounds, summary, name, against, target)
+        if line is not None:
+            lines.append(line + (" (earlier target)" if name != OURS else ""))
+    base = summary.get(BASELINE)
+    for name in (OURS, "triosvc-hypercorn"):
+        row = summary.get(name)
+        if row is None:
+            continue
+        kib = row["kib_per_socket"]
+        lines.append(
+            f"{'met   ' if kib < MEMORY_TARGET_KIB else 'MISSED'} {name} memory per idle socket"
             f" < {MEMORY_TARGET_KIB:.0f} KiB: {kib:.1f} KiB"
-            + (f" (the baseline: {base['kib_per_socket']:.1f} KiB)" if base else "")
+            + (f" ({BASELINE}: {base['kib_per_socket']:.1f} KiB)" if base else "")
         )
     for name, row in summary.items():
         if row["fanout_client_cpu"] > 90:
@@ -948,7 +1042,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sockets", type=int, default=1000, help="idle sockets opened, then subscribed to a room"
     )
     parser.add_argument(
-        "--broadcasts", type=int, default=200, help="events one fanout call broadcasts"
+        "--broadcasts", type=int, default=100, help="events one fanout call broadcasts"
     )
     parser.add_argument(
         "--fanout-warmup",
@@ -977,7 +1071,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="socket counts of the echo runs (none: skip them)",
     )
     parser.add_argument(
-        "--echo-duration", type=float, default=5, help="seconds of each measured echo run"
+        "--echo-duration", type=float, default=3, help="seconds of each measured echo run"
     )
     parser.add_argument(
         "--echo-warmup", type=float, default=1, help="seconds of unmeasured echo calls first"
@@ -994,9 +1088,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--servers",
         nargs="+",
         choices=list(SERVERS),
-        default=list(SERVERS),
         metavar="NAME",
-        help=f"which servers, among: {', '.join(SERVERS)}",
+        help=f"which servers, among: {', '.join(SERVERS)} (default: all; those that cannot"
+        " start here are skipped)",
+    )
+    parser.add_argument(
+        "--nameko-python",
+        default=default_nameko_python(),
+        metavar="PATH",
+        help="the Python of a virtual environment with nameko (default:"
+        f" ${NAMEKO_PYTHON_VARIABLE}, else benchmarks/.venv-nameko if it exists; without"
+        " either, nameko is skipped)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
@@ -1015,12 +1117,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "warning: --send-buffer is below --broadcasts: the servers will drop sockets as slow"
             " consumers and the fan-out will fail"
         )
-    args.servers = list(dict.fromkeys(args.servers))
+    args.explicit_servers = args.servers is not None
+    args.nameko_python = absolute_python(args.nameko_python)
+    args.servers = list(dict.fromkeys(args.servers or SERVERS))
     args.echo_sockets = list(dict.fromkeys(args.echo_sockets))
     return args
 
 
-def _preflight(args: argparse.Namespace) -> None:
+def _preflight(args: argparse.Namespace) -> dict[str, str]:
+    """Check the tools, CPUs and descriptors; drop the servers that cannot start here."""
     if shutil.which("taskset") is None:
         raise BenchmarkError("taskset is not installed (apt-get install util-linux)")
     available = os.sched_getaffinity(0)
@@ -1035,9 +1140,20 @@ def _preflight(args: argparse.Namespace) -> None:
     soft = raise_nofile()
     if soft != -1 and soft < needed:  # the children inherit our limits
         raise BenchmarkError(f"RLIMIT_NOFILE is {soft}: {needed} descriptors are needed")
+    try:
+        args.servers, skipped = usable_servers(
+            SERVERS, args.servers, args.explicit_servers, args.nameko_python
+        )
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    if not args.servers:
+        raise BenchmarkError("no server to measure")
+    return skipped
 
 
-def _estimate(args: argparse.Namespace) -> int:
+def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> int:
     """Seconds the run should take on a shared 2-CPU VM (fan-out at about 8,000 deliveries/s)."""
     per_server = (
         3
@@ -1046,30 +1162,8 @@ def _estimate(args: argparse.Namespace) -> int:
         + (args.broadcasts + args.fanout_warmup) * args.sockets / 8000
         + len(args.echo_sockets) * (2 * args.echo_warmup + args.echo_duration + 1)
     )
-    return int(args.rounds * len(args.servers) * per_server)
-
-
-def _triosvc_revision() -> str:
-    """The commit of the triosvc being measured, and whether triosvc/ has changes on top."""
-    root = HERE.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "triosvc"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} + changes in triosvc/" if changes else commit
+    servers = len(args.servers) if servers is None else servers
+    return int(args.rounds * servers * per_server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1082,9 +1176,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now().astimezone()
     clock = time.monotonic()
     try:
-        _preflight(args)
-        estimate = _estimate(args)
-        revision = _triosvc_revision()
+        skipped = _preflight(args)
+        estimate = estimate_seconds(args)
+        revision = triosvc_revision(HERE.parent)
         print(
             f"{started:%Y-%m-%d %H:%M %Z}: {len(args.servers)} servers x {args.rounds} rounds;"
             f" {args.sockets} sockets, {args.broadcasts} broadcasts, echo on"
@@ -1109,7 +1203,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_tables(args, summary)
     print()
-    for line in verdict(rounds, summary):
+    verdicts = verdict(rounds, summary)
+    for line in verdicts:
         print(line)
     print(
         f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
@@ -1120,8 +1215,10 @@ def main(argv: list[str] | None = None) -> int:
             "date": started.isoformat(timespec="seconds"),
             "triosvc": revision,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "skipped": skipped,
             "load_average": [load_before[0], load_after[0]],
             "summary": summary,
+            "verdict": verdicts,
             "paired": {
                 name: {
                     "fanout": paired(rounds, name, _fanout_rate),

@@ -1,7 +1,9 @@
-"""The two endpoints as a bare ASGI app on ``hypercorn.trio.serve``: the baseline.
+"""The three endpoints as a bare ASGI app on hypercorn: the baseline.
 
-Run by the benchmark runner as ``python benchmarks/servers/bare_hypercorn.py``; prints
-``PORT <n>`` once it accepts connections, then serves until killed.
+Run by the benchmark runner as ``python benchmarks/servers/bare_hypercorn.py [trio|asyncio]``
+(hypercorn's trio worker, ``hypercorn.trio.serve``, by default; or its asyncio worker,
+``hypercorn.asyncio.serve``, on the standard event loop); prints ``PORT <n>`` once it accepts
+connections, then serves until killed. The app itself does not depend on the event loop.
 """
 
 from __future__ import annotations
@@ -9,9 +11,16 @@ from __future__ import annotations
 import json
 from functools import partial
 
-import trio
-from _common import HELLO, announce, hypercorn_config, listening_socket, user
-from hypercorn.trio import serve
+from _common import (
+    HELLO,
+    POST_PATH,
+    announce,
+    argument,
+    hypercorn_config,
+    listening_socket,
+    received,
+    user,
+)
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
@@ -29,9 +38,18 @@ async def app(scope, receive, send) -> None:  # the ASGI app, untyped: no framew
                 return
     if scope["type"] != "http":
         return
-    path = scope["path"]
+    path, method = scope["path"], scope["method"]
     status, headers, body = 404, _TEXT, b"not found"
-    if scope["method"] != "GET":
+    if path == POST_PATH and method == "POST":
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # http.disconnect
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        status, headers, body = 200, _JSON, json.dumps(received(size)).encode()
+    elif method != "GET":
         status, body = 405, b"method not allowed"
     elif path == "/hello":
         status, body = 200, _HELLO
@@ -42,7 +60,10 @@ async def app(scope, receive, send) -> None:  # the ASGI app, untyped: no framew
     await send({"type": "http.response.body", "body": body})
 
 
-async def main() -> None:
+async def serve_trio() -> None:
+    import trio
+    from hypercorn.trio import serve
+
     sock = listening_socket()
     port = sock.getsockname()[1]
     async with trio.open_nursery() as nursery:
@@ -50,5 +71,23 @@ async def main() -> None:
         announce(port)
 
 
+async def serve_asyncio() -> None:
+    from hypercorn.asyncio import serve
+
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    config = hypercorn_config(sock)
+    # The socket listens already: connections wait in its backlog until the worker accepts.
+    announce(port)
+    await serve(app, config)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
-    trio.run(main)
+    if argument(1, ("trio", "asyncio")) == "trio":
+        import trio
+
+        trio.run(serve_trio)
+    else:
+        import asyncio
+
+        asyncio.run(serve_asyncio())

@@ -1,4 +1,4 @@
-"""The two endpoints as a ``quart_trio.QuartTrio`` app on hypercorn's trio worker.
+"""The three endpoints as a ``quart_trio.QuartTrio`` app on hypercorn's trio worker.
 
 Run by the benchmark runner as ``python benchmarks/servers/quart_trio_app.py``; prints
 ``PORT <n>`` once it accepts connections, then serves until killed. Needs ``quart-trio``.
@@ -9,8 +9,17 @@ from __future__ import annotations
 from functools import partial
 
 import trio
-from _common import HELLO, announce, hypercorn_config, listening_socket, user
+from _common import (
+    HELLO,
+    POST_PATH,
+    announce,
+    hypercorn_config,
+    listening_socket,
+    received,
+    user,
+)
 from hypercorn.trio import serve
+from quart import request
 from quart_trio import QuartTrio
 
 app = QuartTrio(__name__)
@@ -24,6 +33,11 @@ async def hello() -> tuple[str, int, dict[str, str]]:
 @app.get("/users/<int:user_id>")
 async def get_user(user_id: int) -> dict[str, object]:
     return user(user_id)
+
+
+@app.post(POST_PATH)
+async def echo() -> dict[str, int]:
+    return received(len(await request.get_data()))
 
 
 async def main() -> None:

@@ -1,10 +1,12 @@
 """The WebSocket benchmark's service on triosvc, run through ``triosvc.runners.run_services``.
 
-Run by ``benchmarks/websocket.py`` as ``python benchmarks/servers/ws_triosvc.py [send_buffer]``;
-prints ``PORT <n>`` once it accepts connections, then serves until killed. Three ``@rpc``
-methods on ``/ws``: ``join(room)`` subscribes the socket to a room, ``echo(value)`` answers
-``value``, and ``fanout(room, count)`` broadcasts ``count`` events to the room through the hub
-(each encoded once, for every subscriber), then answers ``count``.
+Run by ``benchmarks/websocket.py`` as
+``python benchmarks/servers/ws_triosvc.py [send_buffer] [hypercorn|triosvc]`` (the engine,
+``WEB_SERVER_ENGINE``: hypercorn's trio worker by default, or triosvc's own); prints
+``PORT <n>`` once it accepts connections, then serves until killed. Three ``@rpc`` methods on
+``/ws``: ``join(room)`` subscribes the socket to a room, ``echo(value)`` answers ``value``,
+and ``fanout(room, count)`` broadcasts ``count`` events to the room through the hub (each
+encoded once, for every subscriber), then answers ``count``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import trio
-from _common import announce
+from _common import announce, argument
 from ws_common import (
     EVENT,
     HEARTBEAT_INTERVAL,
@@ -25,6 +27,8 @@ from ws_common import (
 
 from triosvc.runners import run_services
 from triosvc.web.websocket import WebSocketHubProvider, rpc
+
+ENGINES = ("hypercorn", "triosvc")
 
 
 class WsBenchService:
@@ -46,10 +50,10 @@ class WsBenchService:
         return count
 
 
-def config() -> dict[str, object]:
+def config(engine: str = "hypercorn") -> dict[str, object]:
     return {
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
-        "WEB_SERVER_ENGINE": "hypercorn",  # hypercorn's trio worker, as the baseline's
+        "WEB_SERVER_ENGINE": engine,
         "SHUTDOWN_GRACE_PERIOD": 1,
         "WEBSOCKET_PATH": PATH,
         "WEBSOCKET_HUB_CONFIG": {
@@ -61,12 +65,12 @@ def config() -> dict[str, object]:
     }
 
 
-async def main() -> None:
+async def main(engine: str) -> None:
     async with trio.open_nursery() as nursery:
-        runner = await nursery.start(run_services, config(), WsBenchService)
+        runner = await nursery.start(run_services, config(engine), WsBenchService)
         announce(urlsplit(runner.url).port)
 
 
 if __name__ == "__main__":
     raise_nofile()
-    trio.run(main)
+    trio.run(main, argument(2, ENGINES))
