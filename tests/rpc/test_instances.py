@@ -128,6 +128,10 @@ async def test_a_stopping_runner_finishes_its_call_while_new_ones_go_elsewhere(
     await first.stop()
 
 
+@pytest.mark.memory_only(
+    "waits for the stop with wait_all_tasks_blocked, which cannot see Redis's progress; "
+    "tests/rpc/redis has this test with a wait that can"
+)
 async def test_graceful_stop_with_a_call_in_flight_completes_it(start, client: RpcClient):
     runner = await start("a")
     async with trio.open_nursery() as nursery:

@@ -1,21 +1,29 @@
-"""The transport contract (``triosvc.rpc.transport``), checked on the memory transport.
+"""The transport contract (``triosvc.rpc.transport``), checked on both transports.
 
-These tests drive a transport directly, as the RPC layer does: whatever a Redis transport
-will be, it must pass them too (parametrize ``broker_url`` over it then).
+These tests drive a transport directly, as the RPC layer does; ``broker_url`` runs each
+on the memory transport and on Redis, except where a test says why not. The Redis
+transport's own guarantees (leases, outages, key lifetimes) are in ``tests/rpc/redis/``.
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
 import trio
 import trio.testing
 
+import triosvc.rpc
 from triosvc.config import Config
 from triosvc.exceptions import ConfigurationError, RpcTimeout, ServiceUnavailable, UnknownService
 from triosvc.rpc import _memory
-from triosvc.rpc.transport import Delivery, Inbox, Transport, open_transport
+from triosvc.rpc.transport import TRANSPORTS, Delivery, Inbox, Transport, open_transport
+
+ROUND_ROBIN = pytest.mark.memory_only(
+    "the memory transport queues each call to one inbox, round-robin; on Redis the "
+    "instances share one queue and the first to ask takes the next call"
+)
 
 
 @pytest.fixture
@@ -63,6 +71,7 @@ async def test_a_call_reaches_a_registered_instance_and_its_reply_comes_back(
     assert outcomes == ["the answer"]
 
 
+@ROUND_ROBIN
 async def test_calls_go_round_robin_among_the_instances(transport: Transport):
     async with (
         transport.register("svc", capacity=10) as first,
@@ -153,6 +162,7 @@ async def test_a_reply_to_a_caller_that_has_gone_is_dropped(autojump_clock, tran
     assert len(outcomes) == 1
 
 
+@ROUND_ROBIN
 async def test_closing_an_inbox_hands_its_queued_calls_to_another_instance(transport: Transport):
     async with (
         transport.register("svc", capacity=5) as first,
@@ -216,6 +226,7 @@ async def test_closing_a_transport_fails_the_calls_it_received_and_never_answere
     assert "stopped before answering" in str(failure)
 
 
+@pytest.mark.memory_only("names of memory brokers")
 async def test_brokers_of_different_names_are_separate(broker_url: str):
     other = f"memory://other-{uuid.uuid4().hex}"
     async with (
@@ -227,6 +238,7 @@ async def test_brokers_of_different_names_are_separate(broker_url: str):
             await second.call("svc", "{}", trio.current_time() + 30)
 
 
+@pytest.mark.memory_only("the memory broker registry")
 async def test_a_broker_is_forgotten_once_its_last_transport_closes(broker_url: str):
     name = _memory.broker_name(broker_url)
     async with open_transport(broker_url), open_transport(broker_url):
@@ -262,13 +274,16 @@ def test_bad_memory_urls_are_configuration_errors(url: str) -> None:
         Config({"BROKER_URL": url})
 
 
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("redis://localhost:6379/0", "the Redis transport is not available"),
-        ("amqp://host", "no RPC transport for 'amqp'"),
-    ],
-)
-def test_schemes_without_a_transport_are_configuration_errors(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        open_transport(url)
+def test_schemes_without_a_transport_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="no RPC transport for 'amqp'"):
+        open_transport("amqp://host")
+
+
+def test_a_redis_url_without_coredis_says_which_extra_to_install(monkeypatch) -> None:
+    # As if coredis were not installed: the Redis transport is imported on first use.
+    monkeypatch.delitem(TRANSPORTS, "redis", raising=False)
+    monkeypatch.delitem(sys.modules, "triosvc.rpc._redis", raising=False)
+    monkeypatch.delattr(triosvc.rpc, "_redis", raising=False)
+    monkeypatch.setitem(sys.modules, "coredis", None)
+    with pytest.raises(ConfigurationError, match=r"needs coredis.*pip install 'triosvc\[redis\]'"):
+        open_transport("redis://localhost:6379/0")

@@ -27,7 +27,8 @@
             return f"hello, {self.users.get_user(user_id)['id']}"
 
 The transport is chosen by ``BROKER_URL``: ``memory://`` (the default: services of one
-process) or ``memory://<name>`` (a separate in-process broker). Remote exceptions come
+process), ``memory://<name>`` (a separate in-process broker) or ``redis://host[:port][/db]``
+(services in other processes and on other hosts; the ``redis`` extra). Remote exceptions come
 back as :class:`~triosvc.exceptions.RemoteError`, or as their own class when registered
 with :func:`remote_error`. See ``docs/rpc.md``.
 """

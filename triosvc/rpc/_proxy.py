@@ -225,7 +225,7 @@ class RpcProxy(DependencyProvider):
     shared_extension = RpcServer
 
     server: RpcServer
-    #: The timeout in force once bound: ``timeout=``, or RPC_TIMEOUT.
+    #: The timeout in force once bound (``timeout=``, or RPC_TIMEOUT).
     call_timeout: float
 
     def __init__(self, service_name: str, *, timeout: float | None = None) -> None:

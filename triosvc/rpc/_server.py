@@ -77,7 +77,7 @@ class RpcServer(SharedExtension):
         self.settings = config.settings
         self.broker_url = self.settings.broker_url
         self.services: dict[str, _Served] = {}
-        #: Containers with an RpcProxy: the connection outlives their workers.
+        #: Containers with an RpcProxy; the connection outlives their workers.
         self.proxy_containers: list[ServiceContainer] = []
         #: The connection to the broker while the server serves; None before and after.
         self.transport: Transport | None = None

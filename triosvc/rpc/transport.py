@@ -3,7 +3,8 @@
 The RPC layer (``@rpc``, ``RpcProxy``, the standalone clients) talks to a broker only
 through the three small classes below. A transport moves opaque strings; it never
 parses a payload. Implementations: :mod:`triosvc.rpc._memory` (``memory://``,
-``memory://<name>``); Redis (``redis://``) is to come and must fit the same contract.
+``memory://<name>``) and :mod:`triosvc.rpc._redis` (``redis://host[:port][/db]``, loaded
+only when used, since it needs the ``redis`` extra).
 
 Contract
 ========
@@ -56,7 +57,8 @@ Serving: :meth:`Transport.register` and :class:`Inbox`
 
     Several instances of a service (in one runner each) share its calls: each call is
     received by exactly one instance while that instance lives. The memory transport
-    sends calls round-robin among the instances with room.
+    sends calls round-robin among the instances with room; Redis to the first idle
+    instance that asks (the instances share one queue, and ``capacity`` is pooled).
 
 Answering: :class:`Delivery`
     A received call has its ``payload`` and its ``deadline`` in trio's clock *of the
@@ -66,7 +68,7 @@ Answering: :class:`Delivery`
 
 Liveness
     An instance is live from ``register`` until ``close``. A transport across processes
-    must also notice instances that die without closing: Redis will hold a lease per
+    must also notice instances that die without closing: Redis holds a lease per
     instance, renewed in the background, so that a dead one stops being live within
     15 seconds (SPEC §6).
 """
@@ -145,15 +147,23 @@ def open_transport(url: str) -> AbstractAsyncContextManager[Transport]:
     from . import _memory  # noqa: F401 - registers memory://
 
     scheme = url.partition("://")[0]
+    if scheme == "redis" and scheme not in TRANSPORTS:
+        _load_redis()
     factory = TRANSPORTS.get(scheme)
     if factory is None:
-        if scheme == "redis":
-            raise ConfigurationError(
-                "BROKER_URL is a redis:// URL, but the Redis transport is not available in "
-                "this version of triosvc yet; use 'memory://' (services in one process)"
-            )
         raise ConfigurationError(
             f"BROKER_URL={url!r}: no RPC transport for {scheme!r}; expected 'memory://' "
             "or 'redis://host[:port][/db]'"
         )
     return factory(url)
+
+
+def _load_redis() -> None:
+    """Register redis://; coredis is an optional dependency (the ``redis`` extra)."""
+    try:
+        from . import _redis  # noqa: F401 - registers redis://
+    except ImportError as exc:
+        raise ConfigurationError(
+            "BROKER_URL is a redis:// URL, but the Redis transport needs coredis, which "
+            f"cannot be imported ({exc}); install it with: pip install 'triosvc[redis]'"
+        ) from None
