@@ -238,15 +238,17 @@ def test_routes_of_named_classes(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-def test_routes_list_websocket_methods_after_http_routes(
+def test_routes_list_websocket_then_rpc_methods_after_http_routes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     status, out, err = run_cli(capsys, "routes", "--define", "WEBSOCKET_PATH=/socket", "cli_chat")
     assert (status, err) == (0, "")
     assert out == (
-        "GET  /rooms         rooms.list_rooms\n"
-        "WS   /socket join   rooms.join\n"
-        "WS   /socket leave  rooms.leave\n"
+        "GET  /rooms          rooms.list_rooms\n"
+        "WS   /socket join    rooms.join\n"
+        "WS   /socket leave   rooms.leave\n"
+        "RPC  ledger.balance  ledger.balance\n"
+        "RPC  ledger.credit   ledger.credit\n"
     )
 
 

@@ -37,6 +37,7 @@ from .config import Config, load_config_file, parse_define
 from .core.extensions import entrypoints_of
 from .core.groups import sole_exception
 from .exceptions import ConfigurationError
+from .rpc._server import RpcServer
 from .runners import ServiceRunner
 from .supervisor import EXIT_KILLED, supervise
 from .web.server import WebServer, bind_socket, url_of
@@ -290,7 +291,8 @@ def _routes(options: _Options) -> int:
     rows = _routes_of(runner)
     if not rows:
         print(
-            f"{PROG}: no HTTP routes or WebSocket methods in {', '.join(runner.service_names)}",
+            f"{PROG}: no HTTP routes, WebSocket methods or RPC methods in "
+            f"{', '.join(runner.service_names)}",
             file=sys.stderr,
         )
         return 0
@@ -300,11 +302,16 @@ def _routes(options: _Options) -> int:
 
 
 def _routes_of(runner: ServiceRunner) -> list[tuple[str, str, str]]:
-    """HTTP routes, then WebSocket methods (``WS``, "<path> <method>", handler)."""
+    """HTTP routes, then WebSocket methods (``WS``, "<path> <method>", handler), then
+    service RPC methods (``RPC``, "<service>.<method>", handler)."""
+    rows: list[tuple[str, str, str]] = []
     server = runner.shared_extension(WebServer)
-    if not isinstance(server, WebServer):
-        return []
-    return server.routes()
+    if isinstance(server, WebServer):
+        rows.extend(server.routes())
+    rpc_server = runner.shared_extension(RpcServer)
+    if isinstance(rpc_server, RpcServer):
+        rows.extend(rpc_server.routes())
+    return rows
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

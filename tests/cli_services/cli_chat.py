@@ -1,5 +1,6 @@
-"""A service with WebSocket methods beside an HTTP route, for ``triosvc routes``."""
+"""Services with WebSocket and service RPC methods beside an HTTP route, for ``triosvc routes``."""
 
+from triosvc.rpc import rpc as service_rpc
 from triosvc.web.handlers import http
 from triosvc.web.websocket import WebSocketHubProvider, rpc
 
@@ -19,3 +20,17 @@ class RoomService:
     @rpc
     def leave(self, socket_id, room):
         self.hub.unsubscribe(socket_id, room)
+
+
+class LedgerService:
+    """Service RPC methods (triosvc.rpc), listed after the WebSocket ones."""
+
+    name = "ledger"
+
+    @service_rpc
+    async def balance(self, account):
+        return 0
+
+    @service_rpc
+    def credit(self, account, amount):
+        return amount

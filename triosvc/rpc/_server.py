@@ -116,6 +116,14 @@ class RpcServer(SharedExtension):
         if provider.container not in self.proxy_containers:
             self.proxy_containers.append(provider.container)
 
+    def routes(self) -> list[tuple[str, str, str]]:
+        """("RPC", "<service>.<method>", handler) rows for ``triosvc routes``."""
+        return [
+            ("RPC", f"{served.name}.{name}", entrypoint.qualified_name)
+            for served in self.services.values()
+            for name, entrypoint in served.methods.items()
+        ]
+
     def statistics(self) -> RpcServerStatistics:
         return RpcServerStatistics(services=tuple(self.services), calls_in_flight=self.calls.value)
 
