@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from ..core.extensions import Entrypoint
-from ..core.options import exception_classes, timeout_seconds
+from ..core.options import method_decorator
 from ..exceptions import IncorrectSignature
 from ._server import RpcServer
 
@@ -67,21 +67,9 @@ class RpcEntrypoint(Entrypoint):
             raise IncorrectSignature(f"{self.qualified_name}: {exc}") from None
 
 
-@overload
-def rpc(method: F, /) -> F: ...
-@overload
-def rpc(
-    *,
-    expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-    timeout: float | None = None,
-) -> Callable[[F], F]: ...
-def rpc(
-    method: F | None = None,
-    /,
-    *,
-    expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-    timeout: float | None = None,
-) -> F | Callable[[F], F]:
+rpc = method_decorator(
+    "rpc",
+    RpcEntrypoint,
     """Expose a method to other services: ``await self.<proxy>.<method>(*args, **kwargs)``.
 
     Bare (``@rpc``) or with options. Every exception a call raises reaches the caller
@@ -90,14 +78,5 @@ def rpc(
     are logged as a warning, without a traceback, instead of as an error. ``timeout``
     replaces ``WEB_SERVER_TIMEOUT`` for this method; a call also ends at its caller's
     deadline (``RPC_TIMEOUT``), whichever comes first.
-    """
-
-    def decorate(function: F) -> F:
-        where = f"@rpc on {getattr(function, '__qualname__', repr(function))}"
-        entrypoint = RpcEntrypoint(
-            expected_exceptions=exception_classes(expected_exceptions, where),
-            timeout=timeout_seconds(timeout, where),
-        )
-        return entrypoint.decorate(function)
-
-    return decorate(method) if method is not None else decorate
+    """,
+)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from ..core.extensions import Entrypoint
-from ..core.options import exception_classes, timeout_seconds
+from ..core.options import method_decorator
 from ..exceptions import ConfigurationError, IncorrectSignature
 from ..web.server import WebServer
 
@@ -105,37 +105,16 @@ class ConnectionHook(_WebSocketEntrypoint):
         self.endpoint(server).add_hook(self)
 
 
-@overload
-def rpc(method: F, /) -> F: ...
-@overload
-def rpc(
-    *,
-    expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-    timeout: float | None = None,
-) -> Callable[[F], F]: ...
-def rpc(
-    method: F | None = None,
-    /,
-    *,
-    expected_exceptions: type[BaseException] | tuple[type[BaseException], ...] = (),
-    timeout: float | None = None,
-) -> F | Callable[[F], F]:
+rpc = method_decorator(
+    "rpc",
+    WebSocketRpc,
     """Expose a method to WebSocket clients: ``{"method": "<name>", "data": {...}}``.
 
     Bare (``@rpc``) or with options: ``expected_exceptions`` reach the client as
     themselves (``exc_type`` their class name); ``timeout`` replaces
     ``WEB_SERVER_TIMEOUT`` for this method.
-    """
-
-    def decorate(function: F) -> F:
-        where = f"@rpc on {getattr(function, '__qualname__', repr(function))}"
-        entrypoint = WebSocketRpc(
-            expected_exceptions=exception_classes(expected_exceptions, where),
-            timeout=timeout_seconds(timeout, where),
-        )
-        return entrypoint.decorate(function)
-
-    return decorate(method) if method is not None else decorate
+    """,
+)
 
 
 def on_connect(method: F) -> F:
