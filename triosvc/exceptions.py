@@ -76,6 +76,8 @@ class HttpError(TriosvcError):
         self.message = message
         if status_code is not None:
             self.status_code = status_code
+            # cls(*args) rebuilds it with its status (RPC's remote errors, pickling)
+            self.args = (message, status_code)
 
     def __str__(self) -> str:
         return self.message

@@ -62,6 +62,10 @@ class Failing:
         raise Conflict("taken", status_code=409)
 
     @rpc
+    async def teapot(self):
+        raise HttpError("short and stout", status_code=418)
+
+    @rpc
     async def out_of_stock(self):
         raise OutOfStock("widget", 3)
 
@@ -149,6 +153,12 @@ async def test_triosvc_s_own_exceptions_come_back_as_themselves(
         await client.call("failing", method)
     assert str(caught.value) == message
     assert caught.value.status_code == cls.status_code
+
+
+async def test_an_http_error_comes_back_with_its_own_status(services, client: RpcClient):
+    with pytest.raises(HttpError) as caught:
+        await client.failing.teapot()
+    assert (str(caught.value), caught.value.status_code) == ("short and stout", 418)
 
 
 async def test_a_registered_class_comes_back_as_itself_with_its_arguments(
