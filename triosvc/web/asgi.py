@@ -27,9 +27,10 @@ from .responses import error_response, json_error, redirect_response
 if TYPE_CHECKING:
     from ..config import Settings
     from .handlers import HttpEntrypoint
+    from .mounting import MountTable
     from .routing import Router
 
-__all__ = ["ASGIApp", "Scope", "ServicesApp", "build_environ"]
+__all__ = ["ASGIApp", "Scope", "ServicesApp", "build_environ", "route_path"]
 
 LOGGER = logging.getLogger("triosvc.web")
 
@@ -54,25 +55,42 @@ class ServicesApp:
         self.draining = False
         #: HTTP requests being answered: at zero, every answer has been written.
         self.in_flight = Gauge()
-        #: The WebSocket layer's handler for ``WEBSOCKET_PATH``, once it attached one.
-        self.websocket: ASGIApp | None = None
+        self._websocket: ASGIApp | None = None
         self.websocket_path = settings.websocket_path
+        #: Other ASGI apps under URL prefixes (``triosvc.web.mount``), once one is declared.
+        self.mounts: MountTable | None = None
+
+    @property
+    def websocket(self) -> ASGIApp | None:
+        """The WebSocket layer's handler for ``WEBSOCKET_PATH``, once it attached one."""
+        return self._websocket
+
+    @websocket.setter
+    def websocket(self, endpoint: ASGIApp | None) -> None:
+        if self.mounts is not None:  # a mount declared first may not hide the endpoint
+            self.mounts.check_path(self.websocket_path, "WEBSOCKET_PATH")
+        self._websocket = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            self.in_flight.up()
+            self.in_flight.up()  # mounted apps' requests too: the drain waits for them
             try:
                 await self._http(scope, receive, send)
             finally:
                 self.in_flight.down()
         elif kind == "lifespan":
             await _lifespan(receive, send)
-        elif kind == "websocket" and self.websocket and scope["path"] == self.websocket_path:
-            await self.websocket(scope, receive, send)
-        else:
+        elif kind == "websocket":
+            path = route_path(scope)
+            if self._websocket is not None and path == self.websocket_path:
+                await self._websocket(scope, receive, send)
+                return
+            mounts = self.mounts
+            if mounts is not None and (mounted := mounts.find(path)) is not None:
+                await mounts.websocket(mounted, scope, path, receive, send)
+                return
             await receive()  # websocket.connect
-            path = str(scope["path"])
             LOGGER.info("WebSocket handshake on %s: 404, no WebSocket endpoint there", path)
             await refuse_websocket(
                 scope, send, json_error(404, "NotFound", f"no WebSocket endpoint at {path}")
@@ -90,7 +108,12 @@ class ServicesApp:
             )
             await send_response(send, response, method)
             return
-        path = str(scope["path"])
+        path = route_path(scope)
+        if self.mounts is not None:
+            mounted = self.mounts.find(path)
+            if mounted is not None:
+                await self.mounts.http(mounted, scope, path, receive, send)
+                return
         try:
             entrypoint, arguments = self.router.match(
                 path, method, _latin1(scope.get("query_string", b""))
@@ -362,7 +385,7 @@ def build_environ(scope: Scope, body: bytes) -> dict[str, object]:
     environ: dict[str, object] = {
         "REQUEST_METHOD": scope["method"],
         "SCRIPT_NAME": _wsgi_str(str(scope.get("root_path", ""))),
-        "PATH_INFO": _wsgi_str(str(scope["path"])),
+        "PATH_INFO": _wsgi_str(route_path(scope)),
         "QUERY_STRING": _latin1(scope.get("query_string", b"")),
         "SERVER_NAME": str(server[0]),  # type: ignore[index]
         "SERVER_PORT": str(server[1]),  # type: ignore[index]
@@ -397,6 +420,22 @@ def build_environ(scope: Scope, body: bytes) -> dict[str, object]:
             value = f"{environ[key]}{separator}{value}"
         environ[key] = value
     return environ
+
+
+def route_path(scope: Scope) -> str:
+    """The path to route on: ``path`` without the ``root_path`` the app is mounted at.
+
+    ASGI's ``path`` includes ``root_path`` (Starlette's and triosvc's mounts pass it so);
+    a path that does not start with it (a proxy stripped the prefix, older servers) is
+    taken as it is, as Starlette does.
+    """
+    path = str(scope["path"])
+    root = str(scope.get("root_path") or "")
+    if root and path.startswith(root):
+        rest = path[len(root) :]
+        if not rest or rest[0] == "/":
+            return rest or "/"
+    return path
 
 
 def _wsgi_str(text: str) -> str:

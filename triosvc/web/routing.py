@@ -32,6 +32,16 @@ def _where(entrypoint: HttpEntrypoint) -> str:
     return f"{entrypoint.container.service_cls.__qualname__}.{entrypoint.method_name}"
 
 
+def _check_under(entrypoint: HttpEntrypoint, prefix: str, owner: str) -> None:
+    url = entrypoint.url
+    if url == prefix or url.startswith(prefix + "/"):
+        raise ConfigurationError(
+            f"{_where(entrypoint)}: {url} lies under {prefix}, where {owner}: requests "
+            "there go to the mounted app, so the route could never be reached; move "
+            "the route or the mount"
+        )
+
+
 class Router:
     """Maps (path, method) to an entrypoint; werkzeug raises NotFound, MethodNotAllowed
     or RequestRedirect (a missing trailing slash) when none fits."""
@@ -41,9 +51,24 @@ class Router:
         self.entrypoints: list[HttpEntrypoint] = []
         self._declared: dict[tuple[str, str], HttpEntrypoint] = {}
         self._adapter: MapAdapter | None = None
+        #: Prefixes another app is mounted at (``triosvc.web.mount``), and by whom.
+        self._reserved: dict[str, str] = {}
+
+    def reserve(self, prefix: str, owner: str) -> None:
+        """Keep ``prefix`` and the paths under it for a mounted app.
+
+        ConfigurationError if a route lies there: it could never be reached. A route
+        with a variable where the prefix is static (``/<name>/x``) is not refused: like
+        werkzeug's static parts, the mount wins for paths under its prefix.
+        """
+        for entrypoint in self.entrypoints:
+            _check_under(entrypoint, prefix, owner)
+        self._reserved[prefix] = owner
 
     def add(self, entrypoint: HttpEntrypoint) -> None:
         """Add a route; raise ConfigurationError when its method and rule are taken."""
+        for prefix, owner in self._reserved.items():
+            _check_under(entrypoint, prefix, owner)
         shape = _shape(entrypoint.url)
         for method in entrypoint.methods:
             other = self._declared.get((method, shape))

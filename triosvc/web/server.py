@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -46,6 +47,10 @@ class WebCompanion(Protocol):
 
     On stop it refuses new work at once, then drains: finishes what is in flight by
     ``deadline`` and closes its connections politely, before the engine stops.
+
+    A companion may also have a ``lifespan()`` method returning an async context
+    manager: the server enters it before the engine accepts connections and leaves it
+    once the engine has stopped (the mounted apps' ASGI lifespans).
     """
 
     def stop_accepting(self) -> None: ...
@@ -75,6 +80,9 @@ class WebServer(SharedExtension):
         self.companions: dict[type[WebCompanion], WebCompanion] = {}
         self._stop = trio.Event()
         self._url: str | None = None
+        #: False: another ASGI server serves ``app`` (``triosvc.web.asgi_app``); serve()
+        #: binds nothing and runs no engine, only the lifespans and the drain.
+        self.listen = True
 
     def add_entrypoint(self, entrypoint: Entrypoint) -> None:
         _attachment(entrypoint).attach(self)
@@ -102,36 +110,47 @@ class WebServer(SharedExtension):
 
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         settings = self.settings
-        sock = bind_socket(settings.address)
-        self._url = url_of(sock, tls=settings.tls)
-        serve = get_engine(settings.engine)
+        sock = bind_socket(settings.address) if self.listen else None
         engine_stop = trio.Event()
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(
-                        serve,
-                        self.app,
-                        sock,
-                        self._engine_options(),
-                        shutdown_trigger=engine_stop.wait,
-                    )
-                )
-                task_status.started()
-                await self._stop.wait()
-                deadline = trio.current_time() + settings.shutdown_grace_period
-                # The engine closes its listener and drains HTTP; companions drain beside it.
-                engine_stop.set()
-                async with trio.open_nursery() as draining:
-                    for companion in self.companions.values():
-                        draining.start_soon(companion.drain, deadline)
-                with trio.move_on_at(deadline + CLOSING_TIME):
-                    await self.app.in_flight.wait_zero()
-                # Every answer is written and every WebSocket closed: what the engine
-                # may still wait for is idle connections and timers (hypercorn's pings
-                # outlive their sockets by up to an interval). Nothing is lost there.
-                nursery.cancel_scope.cancel()
+            if sock is not None:
+                self._url = url_of(sock, tls=settings.tls)
+            async with AsyncExitStack() as lifespans:
+                # Mounted apps start before the engine accepts (connections wait in the
+                # backlog meanwhile) and stop after it has stopped.
+                for companion in list(self.companions.values()):
+                    lifespan = getattr(companion, "lifespan", None)
+                    if lifespan is not None:
+                        await lifespans.enter_async_context(lifespan())
+                async with trio.open_nursery() as nursery:
+                    if sock is not None:
+                        await nursery.start(
+                            partial(
+                                get_engine(settings.engine),
+                                self.app,
+                                sock,
+                                self._engine_options(),
+                                shutdown_trigger=engine_stop.wait,
+                            )
+                        )
+                    task_status.started()
+                    await self._stop.wait()
+                    deadline = trio.current_time() + settings.shutdown_grace_period
+                    # The engine closes its listener and drains HTTP; companions drain
+                    # beside it.
+                    engine_stop.set()
+                    async with trio.open_nursery() as draining:
+                        for companion in self.companions.values():
+                            draining.start_soon(companion.drain, deadline)
+                    with trio.move_on_at(deadline + CLOSING_TIME):
+                        await self.app.in_flight.wait_zero()
+                    # Every answer is written and every WebSocket closed: what the engine
+                    # may still wait for is idle connections and timers (hypercorn's pings
+                    # outlive their sockets by up to an interval). Nothing is lost there.
+                    nursery.cancel_scope.cancel()
         finally:
+            if sock is not None:
+                sock.close()  # a no-op once the engine has adopted and closed it
             self._url = None
 
     def _engine_options(self) -> EngineOptions:
