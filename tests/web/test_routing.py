@@ -201,6 +201,21 @@ async def test_one_url_with_different_methods_on_different_handlers(serve):
     assert allow(refused) == {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}
 
 
+async def test_repeated_requests_keep_their_own_method_and_arguments(serve):
+    """The router remembers recent matches: the same paths and methods, interleaved,
+    still reach their own handlers with their own arguments."""
+    with trio.fail_after(10):
+        async with serve(Methods, Converters) as client:
+            for _ in range(3):
+                for n in (7, 8):
+                    response = await client.get(f"/multi/{n}/x{n}")
+                    assert response.json()["first"] == {"type": "int", "value": str(n)}
+                    assert response.json()["second"] == {"type": "str", "value": f"x{n}"}
+                assert (await client.get("/items")).text == "listed"
+                assert (await client.post("/items")).status_code == 201
+                assert (await client.put("/items")).status_code == 405
+
+
 @pytest.mark.parametrize(
     ("path", "methods"),
     [("/spaced", ["GET", "POST"]), ("/lowercase", ["PUT", "PATCH", "DELETE"])],

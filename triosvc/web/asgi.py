@@ -140,7 +140,7 @@ class ServicesApp:
             deadline = arrival + (entrypoint.timeout or 0)
             body, refusal = await self._read_body(headers, receive, deadline)
             if body is not None:
-                request = Request(build_environ(scope, body))
+                request = LazyRequest(scope, body)
                 try:
                     response = await entrypoint.handle(
                         request, arguments, deadline=deadline, data=headers.context_data
@@ -376,6 +376,29 @@ async def _stream(response: Response) -> AsyncGenerator[bytes, None]:
         if chunk is done:
             return
         yield chunk
+
+
+class LazyRequest(Request):
+    """werkzeug's Request, built from the ASGI scope when the handler first uses it.
+
+    Many handlers never look at the request beyond their path arguments; for them the
+    WSGI environ and werkzeug's objects are never made. Everything werkzeug's Request
+    offers is there: the first attribute not found on the object builds it (its
+    properties read instance attributes such as ``environ`` and ``headers``). The
+    environ does not point back at the request (``populate_request=False``): no
+    reference cycle, so a request and its body go as soon as the answer is sent.
+    """
+
+    def __init__(self, scope: Scope, body: bytes) -> None:  # werkzeug's, on first use
+        self._unbuilt: tuple[Scope, bytes] | None = (scope, body)
+
+    def __getattr__(self, name: str) -> object:
+        unbuilt = self.__dict__.get("_unbuilt")
+        if unbuilt is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._unbuilt = None
+        Request.__init__(self, build_environ(*unbuilt), populate_request=False)
+        return getattr(self, name)
 
 
 def build_environ(scope: Scope, body: bytes) -> dict[str, object]:

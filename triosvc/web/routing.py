@@ -42,6 +42,10 @@ def _check_under(entrypoint: HttpEntrypoint, prefix: str, owner: str) -> None:
         )
 
 
+#: How many (path, method) matches the router remembers.
+MATCHES_KEPT = 1024
+
+
 class Router:
     """Maps (path, method) to an entrypoint; werkzeug raises NotFound, MethodNotAllowed
     or RequestRedirect (a missing trailing slash) when none fits."""
@@ -51,6 +55,9 @@ class Router:
         self.entrypoints: list[HttpEntrypoint] = []
         self._declared: dict[tuple[str, str], HttpEntrypoint] = {}
         self._adapter: MapAdapter | None = None
+        #: Recent matches by (path, method): werkzeug's matcher is a good share of a
+        #: request's cost, and APIs see the same paths again and again. Bounded.
+        self._matches: dict[tuple[str, str], tuple[HttpEntrypoint, dict[str, object]]] = {}
         #: Prefixes another app is mounted at (``triosvc.web.mount``), and by whom.
         self._reserved: dict[str, str] = {}
 
@@ -80,6 +87,7 @@ class Router:
         for method in entrypoint.methods:
             self._declared[(method, shape)] = entrypoint
         self._adapter = None
+        self._matches.clear()
         self._map.add(
             Rule(entrypoint.url, endpoint=len(self.entrypoints), methods=entrypoint.methods)
         )
@@ -97,9 +105,18 @@ class Router:
     ) -> tuple[HttpEntrypoint, dict[str, object]]:
         """The entrypoint for ``method`` at ``path`` and its URL arguments; werkzeug's
         NotFound, MethodNotAllowed or RequestRedirect (``query`` kept) otherwise."""
-        rule, arguments = self.adapter.match(path, method, return_rule=True, query_args=query)
-        index: int = rule.endpoint
-        return self.entrypoints[index], arguments  # type: ignore[return-value]
+        key = (path, method)
+        found = self._matches.get(key)
+        if found is None:
+            rule, arguments = self.adapter.match(
+                path, method, return_rule=True, query_args=query
+            )
+            found = (self.entrypoints[rule.endpoint], dict(arguments))
+            if len(self._matches) >= MATCHES_KEPT:
+                del self._matches[next(iter(self._matches))]  # the oldest
+            self._matches[key] = found
+        entrypoint, arguments = found
+        return entrypoint, dict(arguments)  # a copy: the handler's to keep
 
     def allowed_methods(self, path: str) -> list[str]:
         """The methods served at ``path``, OPTIONS included (answered by us)."""
