@@ -153,7 +153,7 @@ class DependencyProvider:
     thread: give such workers a blocking interface.
     """
 
-    #: The shared extension this provider needs, if any: the runner hands the bound
+    #: The shared extension this provider needs, if any. The runner hands the bound
     #: provider to that extension's ``add_provider`` (the hub provider and its server).
     shared_extension: ClassVar[type[SharedExtension] | None] = None
 

@@ -149,7 +149,7 @@ class ServiceRunner:
 
     @property
     def running(self) -> bool:
-        """Whether the services accept calls: set up and serving, and no stop requested."""
+        """Whether the services accept calls (set up and serving, and no stop requested)."""
         return self._running and not self._stop_requested.is_set()
 
     @property
