@@ -302,6 +302,53 @@ async def test_providers_see_the_application_config(local_config, runner_factory
     assert response.text == "connected to sqlite://"
 
 
+async def test_plain_def_hooks_work_as_in_nameko(local_config, runner_factory, asgi_client):
+    """setup and stop run in a worker thread (they may block); per-call hooks inline."""
+    calls = []
+    trio_thread = threading.get_ident()
+
+    class Database(DependencyProvider):
+        def setup(self):
+            calls.append(("setup", threading.get_ident() != trio_thread))
+
+        def get_dependency(self, worker_ctx):
+            calls.append(("get_dependency", threading.get_ident() == trio_thread))
+            return "connection"
+
+        def worker_setup(self, worker_ctx):
+            calls.append(("worker_setup", True))
+
+        def worker_result(self, worker_ctx, result=None, exc=None):
+            calls.append(("worker_result", result == "used connection"))
+
+        def worker_teardown(self, worker_ctx):
+            calls.append(("worker_teardown", True))
+
+        def stop(self):
+            calls.append(("stop", threading.get_ident() != trio_thread))
+
+    class Service:
+        name = "service"
+        db = Database()
+
+        @http("GET", "/")
+        async def index(self, request):
+            return f"used {self.db}"
+
+    runner = await runner_factory(local_config, Service)
+    async with asgi_client(runner) as client:
+        assert (await client.get("/")).text == "used connection"
+    await runner.stop()
+    assert calls == [
+        ("setup", True),
+        ("get_dependency", True),
+        ("worker_setup", True),
+        ("worker_result", True),
+        ("worker_teardown", True),
+        ("stop", True),
+    ]
+
+
 # -- a failing setup --------------------------------------------------------------------------
 
 

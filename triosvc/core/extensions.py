@@ -16,16 +16,17 @@ Declared extensions are prototypes: the runner *binds* a copy of each to its con
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
+import trio
+
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    import trio
-
     from ..config import Config
     from .container import ServiceContainer
     from .context import WorkerContext
@@ -137,6 +138,34 @@ def entrypoints_of(function: object) -> list[Entrypoint]:
     return found
 
 
+#: The provider hooks the runner awaits, and whether a plain ``def`` one runs in a thread.
+_HOOKS: dict[str, bool] = {
+    "setup": True,
+    "stop": True,
+    "get_dependency": False,
+    "worker_setup": False,
+    "worker_result": False,
+    "worker_teardown": False,
+}
+
+
+def _awaitable(hook: Callable[..., object], *, in_thread: bool) -> Callable[..., object]:
+    """A plain ``def`` hook as the ``async def`` the runner awaits."""
+    if in_thread:
+
+        @functools.wraps(hook)
+        async def in_worker_thread(*args: object, **kwargs: object) -> object:
+            return await trio.to_thread.run_sync(functools.partial(hook, *args, **kwargs))
+
+        return in_worker_thread
+
+    @functools.wraps(hook)
+    async def inline(*args: object, **kwargs: object) -> object:
+        return hook(*args, **kwargs)
+
+    return inline
+
+
 class DependencyProvider:
     """Injects a value into each worker of a service, and takes part in its lifecycle.
 
@@ -151,7 +180,18 @@ class DependencyProvider:
 
     ``worker_ctx.blocking`` is true when the method is a plain ``def`` running in a
     thread: give such workers a blocking interface.
+
+    Hooks may be plain ``def`` too, as in nameko: :meth:`setup` and :meth:`stop` then
+    run in a worker thread (they may block: connecting, closing a pool); the per-call
+    hooks run in trio's thread and must not block.
     """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, in_thread in _HOOKS.items():
+            hook = cls.__dict__.get(name)
+            if inspect.isfunction(hook) and not inspect.iscoroutinefunction(hook):
+                setattr(cls, name, _awaitable(hook, in_thread=in_thread))
 
     #: The shared extension this provider needs, if any. The runner hands the bound
     #: provider to that extension's ``add_provider`` (the hub provider and its server).
