@@ -7,8 +7,14 @@ import json
 import os
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, TextMessage
+
+from triosvc.web.engines.native.websocket import SEND_MANY, _frames, frame
+from triosvc.ws import connection
 
 from .conftest import TIMEOUT, raw
 
@@ -167,3 +173,62 @@ async def test_pings_from_the_peer_are_answered(engine):
     with trio.fail_after(TIMEOUT):
         async with open_websocket_url(f"ws://127.0.0.1:{running.port}/ws") as ws:
             await ws.ping(b"abc")  # returns once the matching pong arrived
+
+
+# -- data frames built by the engine, and the SEND_MANY extension ----------------------------
+
+SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70000)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_frame_is_wsprotos_frame(size: int) -> None:
+    # What wsproto would send for the same message (a server's frames are unmasked).
+    for message in ("a" * size, "é" * (size // 2), b"\x00\xff" * (size // 2)):
+        expected = Connection(ConnectionType.SERVER).send(
+            TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        )
+        assert frame(message) == expected
+        assert _frames([message, message]) == expected + expected
+
+
+async def test_send_many_sends_every_message_in_order(engine):
+    messages: list[str | bytes] = [f"m{i}" for i in range(50)]
+    messages += [b"\x00" * 70000, "é" * 200, "", b"", "x" * 126]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert SEND_MANY in scope["extensions"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": SEND_MANY, "messages": messages[:30]})
+        await send({"type": "websocket.send", "text": "between"})
+        await send({"type": SEND_MANY, "messages": messages[30:]})
+        await receive()
+
+    running = await engine(app)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{running.port}/ws") as ws:
+            got = [await ws.get_message() for _ in range(len(messages) + 1)]
+    assert got == [*messages[:30], "between", *messages[30:]]
+
+
+async def test_send_many_before_accept_fails_the_app(engine):
+    failed: list[BaseException] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await send({"type": SEND_MANY, "messages": ["early"]})
+        except RuntimeError as exc:
+            failed.append(exc)
+            raise
+
+    running = await engine(app)
+    with trio.fail_after(TIMEOUT):
+        async with raw(running) as client:
+            await client.send(handshake())
+            assert (await client.response()).status == 500
+    assert len(failed) == 1
+
+
+def test_the_hub_and_the_engine_agree_on_the_extension() -> None:
+    assert connection.SEND_MANY == SEND_MANY

@@ -13,6 +13,20 @@ connection is closed with 1009. Writes (app messages, pings, pongs) go through t
 transport one at a time, each under the write deadline; close frames get at most
 :data:`CLOSE_TIMEOUT`. A write that misses its deadline aborts the connection.
 
+Sending: the ASGI ``websocket.send`` writes one frame. The engine also offers a private
+extension, :data:`SEND_MANY` in ``scope["extensions"]``: one ASGI message
+``{"type": SEND_MANY, "messages": [str | bytes, ...]}`` frames them all (a str as a text
+message, bytes as a binary one) and writes them with one transport write, in order. It is
+for a sender draining a queue (triosvc's hub: :mod:`triosvc.ws.connection`), which thus
+pays the ASGI round, the write's syscall and its checkpoint once per batch rather than
+once per message; the sender bounds the batch, so memory stays bounded. On the other
+engines the key is absent and the sender sends one message at a time. Data frames are built
+here (:func:`frame`: RFC 6455 §5.2, a server's frames are unmasked: a 2, 4 or 10 byte
+header, then the payload): 0.2 µs for a short message against 3.5 µs in wsproto's
+``Connection.send``, which copies the payload three times. wsproto still frames every
+control frame and keeps the connection's state, which a data frame does not change
+(this engine never fragments a message it sends).
+
 Before ``websocket.accept`` the app may refuse: ``websocket.close`` is a 403, the
 ``websocket.http.response`` extension sends its own status, headers and body.
 Permessage-deflate is not offered (a compressed message could not be bounded
@@ -21,6 +35,7 @@ before it is inflated).
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,16 +47,62 @@ from wsproto.utilities import generate_accept_token
 from .http import LOGGER, error_response
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ...asgi import Message as ASGIMessage
     from ...asgi import Scope
     from .http import ServerState
     from .parsing import Request
     from .transport import Transport
 
-__all__ = ["CLOSE_TIMEOUT", "WebSocketSession"]
+__all__ = ["CLOSE_TIMEOUT", "SEND_MANY", "WebSocketSession", "frame"]
 
 #: Seconds a close frame may take to go out (and the peer's reply to come back).
 CLOSE_TIMEOUT = 1.0
+
+#: The private ASGI extension (and message type) that sends several messages in one write.
+#: triosvc.ws.connection names it too; keep the two in step.
+SEND_MANY = "triosvc.websocket.send_many"
+
+# The first two header bytes of an unfragmented data frame: FIN and the opcode (text 0x1,
+# binary 0x2), then the payload length when below 126 (no mask bit: a server's frame).
+_TEXT_HEADS = tuple(bytes((0x81, n)) for n in range(126))
+_BINARY_HEADS = tuple(bytes((0x82, n)) for n in range(126))
+_LONG_HEAD = struct.Struct("!BBH")  # length 126..65535: 126, then 16 bits
+_HUGE_HEAD = struct.Struct("!BBQ")  # longer: 127, then 64 bits
+
+
+def frame(message: str | bytes) -> bytes:
+    """One complete text (str) or binary (bytes) message as one unmasked frame."""
+    if isinstance(message, str):
+        payload, heads, opcode = message.encode(), _TEXT_HEADS, 0x81
+    else:
+        payload, heads, opcode = bytes(message), _BINARY_HEADS, 0x82
+    n = len(payload)
+    if n < 126:
+        return heads[n] + payload
+    if n < 65536:
+        return _LONG_HEAD.pack(opcode, 126, n) + payload
+    return _HUGE_HEAD.pack(opcode, 127, n) + payload
+
+
+def _frames(messages: Iterable[str | bytes]) -> bytes:
+    """Messages framed one after the other, joined in one copy."""
+    parts = []
+    for message in messages:
+        if isinstance(message, str):
+            payload, heads, opcode = message.encode(), _TEXT_HEADS, 0x81
+        else:
+            payload, heads, opcode = bytes(message), _BINARY_HEADS, 0x82
+        n = len(payload)
+        if n < 126:
+            parts.append(heads[n])
+        elif n < 65536:
+            parts.append(_LONG_HEAD.pack(opcode, 126, n))
+        else:
+            parts.append(_HUGE_HEAD.pack(opcode, 127, n))
+        parts.append(payload)
+    return b"".join(parts)
 
 
 class WebSocketSession:
@@ -59,7 +120,7 @@ class WebSocketSession:
         self.version = headers.get(b"sec-websocket-version")
         protocols = headers.get(b"sec-websocket-protocol", b"").decode("latin-1")
         scope["subprotocols"] = [p.strip() for p in protocols.split(",") if p.strip()]
-        scope["extensions"] = {"websocket.http.response": {}}
+        scope["extensions"] = {"websocket.http.response": {}, SEND_MANY: {}}
         self.scope = scope
         self.ws = Connection(ConnectionType.SERVER)
         self.connect_sent = False
@@ -191,10 +252,17 @@ class WebSocketSession:
                 return
             text = message.get("text")
             if text is not None:
-                data = self.ws.send(TextMessage(data=str(text)))
+                data = frame(str(text))
             else:
-                data = self.ws.send(BytesMessage(data=bytes(message.get("bytes") or b"")))  # type: ignore[call-overload]
+                data = frame(bytes(message.get("bytes") or b""))  # type: ignore[call-overload]
             await self.transport.write(data)
+        elif kind == SEND_MANY:
+            if not self.accepted:
+                raise RuntimeError(f"{SEND_MANY} before websocket.accept")
+            if self.ws.state is not ConnectionState.OPEN or self.transport.closed:
+                await trio.lowlevel.checkpoint()
+                return
+            await self.transport.write(_frames(message["messages"]))  # type: ignore[arg-type]
         elif kind == "websocket.close":
             if self.accepted:
                 if self.ws.state is ConnectionState.OPEN:
