@@ -18,8 +18,10 @@ import pytest
 
 from triosvc.web.server import WebServer
 
+from .rpc.redis.server import RedisServer, require_redis
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from triosvc.runners import ServiceRunner
 
@@ -71,3 +73,22 @@ def asgi_client() -> Callable[[ServiceRunner], object]:
     """``async with asgi_client(runner) as client``: httpx straight into the ASGI app
     (no socket), for tests under ``autojump_clock``."""
     return _asgi_client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The tests' Redis server (RPC on Redis, the cluster-wide hub), for the whole session;
+    skips without ``redis-server`` and coredis (fails if ``CI`` is set)."""
+    server = RedisServer(require_redis(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis server, emptied for this test."""
+    redis_server.command("FLUSHALL")
+    return redis_server.url

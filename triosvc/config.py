@@ -57,6 +57,11 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
         "WEB_SERVER_KEYFILE": None,
         # Request headers with this prefix become worker context data.
         "WEB_SERVER_CONTEXT_HEADER_PREFIX": "X-Triosvc-",
+        # Observability (triosvc.web.observability): one access-log line per request,
+        # liveness and readiness answers under a path, Prometheus metrics at a path.
+        "WEB_SERVER_ACCESS_LOG": True,
+        "WEB_SERVER_HEALTH_PATH": None,
+        "WEB_SERVER_METRICS": False,
         "WEBSOCKET_PATH": "/ws",
         _HUB_KEY: _HUB_DEFAULTS,
         "SHUTDOWN_GRACE_PERIOD": 10,
@@ -249,10 +254,29 @@ class Settings:
     #: PEM certificate (chain) and private key paths; both or neither (TLS off).
     certfile: str | None = None
     keyfile: str | None = None
+    #: One ``triosvc.access`` log line per HTTP request and per WebSocket connection.
+    access_log: bool = True
+    #: Where liveness (``<path>/live``) and readiness (``<path>/ready``) are answered;
+    #: None: nowhere.
+    health_path: str | None = None
+    #: Where Prometheus metrics are answered, or None when metrics are off.
+    metrics_path: str | None = None
 
     @property
     def tls(self) -> bool:
         return self.certfile is not None
+
+    @property
+    def health_paths(self) -> tuple[str, str] | None:
+        """The liveness and readiness paths, or None without health answers."""
+        return _health_paths(self.health_path)
+
+
+def _health_paths(health_path: str | None) -> tuple[str, str] | None:
+    if health_path is None:
+        return None
+    base = health_path.rstrip("/")
+    return f"{base}/live", f"{base}/ready"
 
 
 def _integer(key: str, value: object, minimum: int, expected: str) -> int:
@@ -329,6 +353,49 @@ def _broker_url(value: object) -> str:
         f"BROKER_URL={_show_url(value)}: expected 'memory://' or 'redis://host[:port][/db]'"
         " (or 'memory://<name>' for a separate in-process broker: letters, digits, _ . -)"
     )
+
+
+#: A static URL path for the answers triosvc gives itself: no converters, query or spaces.
+_STATIC_PATH: Final = re.compile(r"/[^\s?#<>]*")
+_METRICS_KEY: Final = "WEB_SERVER_METRICS"
+_HEALTH_KEY: Final = "WEB_SERVER_HEALTH_PATH"
+#: Where ``WEB_SERVER_METRICS: true`` answers, as Prometheus scrapes by default.
+DEFAULT_METRICS_PATH: Final = "/metrics"
+
+
+def _health_path(value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and _STATIC_PATH.fullmatch(value):
+        return value
+    raise _error(
+        _HEALTH_KEY,
+        value,
+        "expected a URL path such as '/health' (liveness at /health/live, readiness at"
+        " /health/ready), or null for none",
+    )
+
+
+def _metrics_path(value: object, health_paths: tuple[str, str] | None) -> str | None:
+    if value is False:
+        return None
+    if value is True:
+        path = DEFAULT_METRICS_PATH
+    elif isinstance(value, str) and _STATIC_PATH.fullmatch(value):
+        path = value
+    else:
+        raise _error(_METRICS_KEY, value, "expected true, false or a URL path such as '/metrics'")
+    if health_paths is not None and path in health_paths:
+        raise _error(_METRICS_KEY, value, f"{path} is where {_HEALTH_KEY} answers already")
+    try:
+        import prometheus_client  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise _error(
+            _METRICS_KEY,
+            value,
+            "metrics need the prometheus_client package: pip install 'triosvc[metrics]'",
+        ) from None
+    return path
 
 
 _HUB_NAMES: Final = ", ".join(_HUB_DEFAULTS)
@@ -523,6 +590,10 @@ def _validate(mapping: object) -> tuple[Mapping[str, object], Settings]:
         raise _error(
             "WEBSOCKET_PATH", path, "expected a URL path starting with '/' (no query or spaces)"
         )
+    access_log = data["WEB_SERVER_ACCESS_LOG"]
+    if not isinstance(access_log, bool):
+        raise _error("WEB_SERVER_ACCESS_LOG", access_log, "expected true or false")
+    health_path = _health_path(data[_HEALTH_KEY])
 
     settings = Settings(
         address=address,
@@ -567,6 +638,9 @@ def _validate(mapping: object) -> tuple[Mapping[str, object], Settings]:
         ),
         certfile=certfile,
         keyfile=keyfile,
+        access_log=access_log,
+        health_path=health_path,
+        metrics_path=_metrics_path(data[_METRICS_KEY], _health_paths(health_path)),
     )
     # The mapping keeps values as given (numbers stay ints), in their normal form.
     data["WEB_SERVER_ADDRESS"] = str(address)

@@ -21,10 +21,8 @@ import trio
 
 from triosvc.rpc import RpcClient, open_rpc_client
 
-from .redis.server import RedisServer, require_redis
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
 #: Real seconds a test on Redis may take before it fails.
 REDIS_TEST_TIMEOUT = 20
@@ -46,24 +44,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ):
         kinds.append("redis")
     metafunc.parametrize("broker_kind", kinds)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """The tests' Redis server, for the whole session."""
-    server = RedisServer(require_redis(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The session's Redis server, emptied for this test."""
-    redis_server.command("FLUSHALL")
-    return redis_server.url
 
 
 async def _watchdog(seconds: float) -> None:

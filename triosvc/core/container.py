@@ -31,7 +31,7 @@ import trio
 
 from ..config import Config
 from ..exceptions import ServiceUnavailable
-from .context import WorkerContext
+from .context import CALL_RECORD, WorkerContext
 from .extensions import DependencyProvider, Entrypoint, overrides
 from .service import inspect_service
 
@@ -261,6 +261,9 @@ class ServiceContainer:
             data=data or {},
             blocking=blocking,
         )
+        record = CALL_RECORD.get()
+        if record is not None:  # the access log wants the call id (triosvc.web.observability)
+            record.worker = worker_ctx
         worker = self.service_cls()
         worker_ctx.service = worker
         for attr_name, provider in self.dependencies.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import attrs
@@ -68,3 +69,19 @@ class WorkerContext:
         data = dict(self.data)
         data[CALL_ID_STACK_KEY] = self.call_id_stack
         return data
+
+
+class CallRecord:
+    """Who answered one HTTP request: the worker the container ran for it, if any."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self) -> None:
+        self.worker: WorkerContext | None = None
+
+
+#: Set around one HTTP request by the web layer's observability (access log, metrics),
+#: which wants the call id and route of the worker that answered. A mutable record rather
+#: than the context itself: the answer must reach back out of the handler's call, whatever
+#: context copies it ran in. None (the default): nobody asks, and nothing is kept.
+CALL_RECORD: ContextVar[CallRecord | None] = ContextVar("triosvc_call_record", default=None)

@@ -71,31 +71,30 @@ connection tasks) lives in a task of the transport's own nursery, shielded from
 cancellation until the transport has finished closing, so that the answers a runner
 sends while it is being cancelled (killed, or out of grace period) still reach Redis.
 Every other task (reply listener, maintenance, unregistrations, withdrawals) runs in
-that nursery too.
+that nursery too. The client, its holder, the backoff and the log-once outage tracking
+are shared with the cluster-wide hub (:mod:`triosvc._redis_client`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import urllib.parse
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 import attrs
-import coredis
+import coredis  # noqa: TC002 - at run time: without coredis this module must not load
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from coredis.connection import TCPConnection, TCPLocation
-from coredis.exceptions import RedisError, ResponseError
-from coredis.pool import ConnectionPool
-from coredis.retry import NoRetryPolicy
+from coredis.exceptions import ResponseError
 from coredis.tokens import PureToken
 
-from ..exceptions import ConfigurationError, RpcTimeout, ServiceUnavailable, UnknownService
+from .._redis_client import REDIS_ERRORS, Health, hold_client, make_client
+from .._redis_client import Backoff as _Backoff
+from .._redis_client import describe as _text
+from .._redis_client import milliseconds as _ms
+from .._redis_client import where as _where
+from ..exceptions import RpcTimeout, ServiceUnavailable, UnknownService
 from . import _redis_lua as lua
 from .transport import TRANSPORTS, Delivery, Inbox, Transport
 
@@ -109,9 +108,6 @@ __all__ = ["DEFAULTS", "RedisOptions", "RedisTransport", "open_redis_transport"]
 LOGGER = logging.getLogger("triosvc.rpc.redis")
 
 T = TypeVar("T")
-
-#: What a failing round trip to Redis may raise (a lost or refused connection, a stall).
-REDIS_ERRORS: Final = (RedisError, OSError)
 
 
 @attrs.frozen
@@ -149,85 +145,11 @@ class RedisOptions:
 DEFAULTS = RedisOptions()
 
 
-def _where(url: str) -> str:
-    """The URL without its credentials, for messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port or 6379
-    except ValueError:
-        return "redis://<unparsable URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"redis://{host}:{port}/{parts.path.strip('/') or 0}"
-
-
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class _Connection(TCPConnection):
-    """coredis's connection, closing its buffers when a connection attempt fails.
-
-    coredis opens them in ``__init__`` and closes them only once connected, so every
-    failed attempt (Redis down) would leave a ResourceWarning for the garbage collector.
-    """
-
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            await super().run(task_status=task_status)
-        finally:
-            for value in list(vars(self).values()):
-                if isinstance(value, MemoryObjectSendStream | MemoryObjectReceiveStream):
-                    value.close()
-
-
 def _client(url: str, options: RedisOptions) -> coredis.Redis[str]:
     """A coredis client for ``redis://[user:password@]host[:port][/db]``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname, parts.port or 6379
-        db = int(parts.path.strip("/") or 0)
-    except ValueError as exc:
-        raise ConfigurationError(f"BROKER_URL={_where(url)}: {exc}") from None
-    if parts.scheme != "redis" or not host:
-        raise ConfigurationError(
-            f"BROKER_URL={_where(url)}: expected 'redis://[user:password@]host[:port][/db]'"
-        )
-    pool: ConnectionPool[_Connection] = ConnectionPool(
-        connection_class=_Connection,
-        location=TCPLocation(host, port),
-        db=db,
-        username=urllib.parse.unquote(parts.username) if parts.username else None,
-        password=urllib.parse.unquote(parts.password) if parts.password else None,
-        decode_responses=True,
-        connect_timeout=options.connect_timeout,
-        max_connections=options.max_connections,
+    return make_client(
+        url, connect_timeout=options.connect_timeout, max_connections=options.max_connections
     )
-    # No retries: a retried push could queue a call twice.
-    return coredis.Redis(connection_pool=pool, decode_responses=True, retry_policy=NoRetryPolicy())
-
-
-class _Backoff:
-    """Exponential pauses between attempts: first, doubled each time, up to longest."""
-
-    def __init__(self, pauses: tuple[float, float]) -> None:
-        self.first, self.longest = pauses
-        self.pause = self.first
-
-    def next(self) -> float:
-        pause = self.pause
-        self.pause = min(self.pause * 2, self.longest)
-        return pause
-
-    def reset(self) -> None:
-        self.pause = self.first
 
 
 class _Pending:
@@ -377,8 +299,9 @@ class RedisTransport(Transport):
         #: Instances whose lease is being dropped in the background.
         self._releasing: set[_Instance] = set()
         self._wake_maintenance = trio.Event()
-        self._healthy = True
-        self._reached = False
+        self._health = Health(
+            LOGGER, self.where, "RPC calls fail with ServiceUnavailable until it answers"
+        )
         self._closed = False
         self._scripts: dict[str, Script[str]] = {
             name: client.register_script(getattr(lua, name))
@@ -430,21 +353,12 @@ class RedisTransport(Transport):
 
     def _trouble(self, exc: BaseException) -> None:
         """Redis failed a round trip: say so once, and get the leases renewed soon."""
-        if self._healthy and not self._closed:
-            self._healthy = False
-            LOGGER.warning(
-                "%s Redis at %s (%s): RPC calls fail with ServiceUnavailable until it "
-                "answers; trying again in the background",
-                "lost" if self._reached else "cannot reach",
-                self.where,
-                _text(exc),
-            )
+        if not self._closed:
+            self._health.lost(exc)
         self._wake_maintenance.set()
 
     def _fine(self) -> None:
-        if not self._healthy:
-            LOGGER.warning("Redis at %s answers again", self.where)
-        self._healthy = self._reached = True
+        self._health.answered()
 
     def _spawn(self, function: Callable[..., Awaitable[object]], *args: object) -> bool:
         """Run a short task in the transport's nursery; False once it is closed."""
@@ -789,19 +703,6 @@ class RedisTransport(Transport):
             pending.settle(error=ServiceUnavailable(f"the connection to {self.where} closed"))
 
 
-async def _hold(
-    client: coredis.Redis[str], release: trio.Event, *, task_status: trio.TaskStatus[None]
-) -> None:
-    """Keep the client's pool (and its connection tasks) open until ``release``.
-
-    Shielded: a runner that is cancelled still sends its last answers and failures.
-    """
-    with trio.CancelScope(shield=True):
-        async with client:
-            task_status.started()
-            await release.wait()
-
-
 @asynccontextmanager
 async def open_redis_transport(
     url: str, options: RedisOptions | None = None
@@ -816,7 +717,7 @@ async def open_redis_transport(
     release = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(_hold, client, release)
+            await nursery.start(hold_client, client, release)
             transport = RedisTransport(url, client, options, nursery)
             try:
                 # Reach Redis once, so that a bad address is logged at once (not fatal).

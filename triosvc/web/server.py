@@ -20,10 +20,13 @@ from ..core.extensions import DependencyProvider, Entrypoint, SharedExtension
 from ..exceptions import ConfigurationError
 from .asgi import ServicesApp
 from .engines import EngineOptions, get_engine
+from .observability import Observability
 from .routing import Router
 
 if TYPE_CHECKING:
     from ..config import Address, Config
+    from ..core.container import ServiceContainer
+    from .asgi import ASGIApp
 
 __all__ = ["WebAttachment", "WebCompanion", "WebServer", "bind_socket", "url_of"]
 
@@ -77,6 +80,12 @@ class WebServer(SharedExtension):
         self.settings = config.settings
         self.router = Router()
         self.app = ServicesApp(self.router, self.settings)
+        #: The access log, health answers and metrics, when any is on (None: all off).
+        self.observability = Observability.of(self)
+        #: What the engine serves: ``app``, behind the observability layer if there is one.
+        self.served_app: ASGIApp = self.app if self.observability is None else self.observability
+        #: The services this server serves something of, by name (for the metrics).
+        self.containers: dict[str, ServiceContainer] = {}
         self.companions: dict[type[WebCompanion], WebCompanion] = {}
         self._stop = trio.Event()
         self._url: str | None = None
@@ -85,10 +94,27 @@ class WebServer(SharedExtension):
         self.listen = True
 
     def add_entrypoint(self, entrypoint: Entrypoint) -> None:
+        self._check_paths(entrypoint)
         _attachment(entrypoint).attach(self)
+        self.containers[entrypoint.container.name] = entrypoint.container
 
     def add_provider(self, provider: DependencyProvider) -> None:
+        self._check_paths(provider)
         _attachment(provider).attach(self)
+        self.containers[provider.container.name] = provider.container
+
+    def _check_paths(self, extension: Entrypoint | DependencyProvider) -> None:
+        """ConfigurationError if a route or a mount would hide what observability answers."""
+        if self.observability is None or not self.observability.paths:
+            return
+        from .handlers import HttpEntrypoint  # both import this module
+        from .mounting import Mount
+
+        where = f"{extension.container.service_cls.__qualname__}"
+        if isinstance(extension, HttpEntrypoint):
+            self.observability.check_route(extension.url, f"{where}.{extension.method_name}")
+        elif isinstance(extension, Mount):
+            self.observability.check_mount(extension.prefix, f"{where}.{extension.attr_name}")
 
     def companion(self, companion_cls: type[C]) -> C:
         """The server's one instance of ``companion_cls``, created on first use."""
@@ -102,8 +128,11 @@ class WebServer(SharedExtension):
         return self._url
 
     def routes(self) -> list[tuple[str, str, str]]:
-        """Every HTTP route, then what the companions serve (WebSocket methods)."""
+        """Every HTTP route, the health and metrics paths, then what the companions serve
+        (WebSocket methods)."""
         rows = self.router.routes()
+        if self.observability is not None:
+            rows.extend(self.observability.routes())
         for companion in self.companions.values():
             rows.extend(companion.routes())
         return rows
@@ -127,12 +156,14 @@ class WebServer(SharedExtension):
                         await nursery.start(
                             partial(
                                 get_engine(settings.engine),
-                                self.app,
+                                self.served_app,
                                 sock,
                                 self._engine_options(),
                                 shutdown_trigger=engine_stop.wait,
                             )
                         )
+                    if self.observability is not None:
+                        self.observability.serving = True  # readiness: 200 from now on
                     task_status.started()
                     await self._stop.wait()
                     deadline = trio.current_time() + settings.shutdown_grace_period

@@ -81,7 +81,7 @@ class ServicesASGIApp:
             return
         server = self._server
         if server is not None:
-            await server.app(scope, receive, send)
+            await server.served_app(scope, receive, send)
             return
         if self._running:  # services without HTTP, WebSocket or mounts
             response = json_error(404, "NotFound", f"no route matches {scope.get('path')}")

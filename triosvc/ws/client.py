@@ -45,10 +45,10 @@ Policies:
 - **The ``connected`` event** is consumed by the client: its socket id is
   :attr:`WebSocketClient.socket_id`; it does not appear in ``events``.
 - **Closing.** Leaving the ``async with`` (or :meth:`WebSocketClient.aclose`) closes with 1000
-  and waits at most :data:`CLOSE_TIMEOUT` seconds for the server's answer, then drops the
-  connection. :attr:`WebSocketClient.close_reason` says how the socket ended: 1001 when the
-  server shut down, 1008 for a slow consumer, 1009 for a frame over a size limit, 1006 when
-  the connection broke without a close frame.
+  and waits at most :data:`~triosvc.ws.client.CLOSE_TIMEOUT` seconds for the server's answer,
+  then drops the connection. :attr:`WebSocketClient.close_reason` says how the socket ended:
+  1001 when the server shut down, 1008 for a slow consumer, 1009 for a frame over a size
+  limit, 1006 when the connection broke without a close frame.
 """
 
 from __future__ import annotations
@@ -264,8 +264,9 @@ class WebSocketClient:
             triosvc.exceptions.TriosvcError: The remote error, as the class of
                 :mod:`triosvc.exceptions` its ``exc_type`` names (``MethodNotFound``,
                 ``IncorrectSignature``, ``Timeout``, ``Forbidden``, ...), else as a
-                :class:`~triosvc.exceptions.RemoteError` (see :func:`remote_exception`).
-            triosvc.ws.protocol.UnencodableValue: An argument cannot be sent as JSON (nothing
+                :class:`~triosvc.exceptions.RemoteError` (see
+                :func:`~triosvc.ws.client.remote_exception`).
+            triosvc.exceptions.UnencodableValue: An argument cannot be sent as JSON (nothing
                 was sent; the client stays usable).
             WebSocketClosed: The socket closed before the answer came (or was closed already).
         """
@@ -328,7 +329,7 @@ class WebSocketClient:
         return waiter.event.data
 
     async def aclose(self) -> None:
-        """Close the socket with 1000, waiting at most :data:`CLOSE_TIMEOUT` for the server.
+        """Close the socket with 1000, waiting for the server at most ``CLOSE_TIMEOUT`` seconds.
 
         Idempotent. Pending calls and waits raise :class:`WebSocketClosed`; events already
         received stay readable from :attr:`events`, whose iteration then ends.
@@ -682,7 +683,7 @@ async def open_websocket_client(
 
     Args:
         url: The server's URL: ``http(s)://host:port`` (the path defaults to ``/ws``) or a
-            ``ws(s)://`` URL; see :func:`websocket_url`.
+            ``ws(s)://`` URL; see :func:`~triosvc.ws.client.websocket_url`.
         connect_timeout: Seconds for the TCP connection, the handshake and the server's
             ``connected`` event together.
         event_buffer: How many events :attr:`WebSocketClient.events` holds before the oldest is

@@ -3,7 +3,9 @@
 One per web server (``WEBSOCKET_PATH`` on the HTTP port), shared by every service of
 the runner: method names are unique across them. It rides on the web server as a
 companion: on stop it refuses new sockets and calls, lets the calls in flight finish
-within the grace period, then closes every socket with 1001.
+within the grace period, then closes every socket with 1001. With a Redis broker its
+lifespan links the hub to the other nodes (:mod:`triosvc.ws.cluster`), from before the
+server accepts until after it has stopped.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from ..exceptions import (
 )
 from ..web.asgi import build_environ
 from ..web.responses import error_response
+from .cluster import open_cluster_link
 from .connection import CLOSE_TIMEOUT, serve_connection
 from .hub import GOING_AWAY, WebSocketHub
 from .protocol import Call, UnencodableValue, encode_error, encode_result, error_fields
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from contextlib import AbstractAsyncContextManager
 
     from ..web.asgi import Receive, Scope, Send
     from ..web.server import WebServer
@@ -92,6 +96,10 @@ class WebSocketEndpoint:
         )
 
     # -- serving ---------------------------------------------------------------------------
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """The hub's link to the other nodes for as long as the server serves (Redis only)."""
+        return open_cluster_link(self.settings.broker_url, self.hub)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await serve_connection(self, scope, receive, send)

@@ -8,6 +8,11 @@ Delivery never waits on a socket. Each socket has a bounded outbox (``send_buffe
 messages) drained by its own sender; a socket whose outbox is full when a message is
 due is a slow consumer: it is dropped from the hub at once and asked to close with
 1008, and nobody else's delivery is delayed or lost because of it.
+
+With a Redis broker the hub has a cluster link (``cluster``, :mod:`triosvc.ws.cluster`):
+sockets it does not have are looked up there, broadcasts and changes to its own sockets
+are passed on; the link delivers other nodes' messages through ``fan_out``, ``send``,
+``subscribe`` and ``unsubscribe``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from .protocol import encode_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .cluster import ClusterLink, ClusterStatistics
 
 __all__ = ["HubStatistics", "SocketState", "WebSocketHub"]
 
@@ -48,6 +55,8 @@ class HubStatistics:
     queued_messages: int
     #: Sockets closed as slow consumers since the hub began.
     slow_consumers: int
+    #: The link to the other nodes (Redis broker), None for a hub of its own runner.
+    cluster: ClusterStatistics | None = None
 
 
 @attrs.define(eq=False)
@@ -92,38 +101,58 @@ class WebSocketHub:
         # dicts, not sets: delivery follows subscription order, which keeps runs repeatable
         self._channels: dict[str, dict[str, None]] = {}
         self._slow_consumers = 0
+        #: Messages queued for a socket since the hub began (the metrics' count).
+        self.messages_sent = 0
+        #: The other nodes, when the broker spans processes (set by the link itself).
+        self.cluster: ClusterLink | None = None
 
     # -- what workers call --------------------------------------------------------------
 
     @_in_trio
     def subscribe(self, socket_id: str, channel: str) -> None:
         """Subscribe ``socket_id`` to ``channel`` (idempotent)."""
+        cluster = self.cluster
+        if cluster is not None and socket_id not in self._sockets:
+            if cluster.subscribe(socket_id, channel):  # another node's socket
+                return
+            raise ConnectionNotFound(f"no WebSocket with socket id {socket_id!r} is connected")
         state = self._socket(socket_id)
         state.subscriptions.add(channel)
         self._channels.setdefault(channel, {})[socket_id] = None
+        if cluster is not None:
+            cluster.changed()
 
     @_in_trio
     def unsubscribe(self, socket_id: str, channel: str) -> None:
         """Unsubscribe; nothing happens for a socket not subscribed or not connected."""
         state = self._sockets.get(socket_id)
+        if state is None and self.cluster is not None:
+            self.cluster.unsubscribe(socket_id, channel)
+            return
         if state is None or channel not in state.subscriptions:
             return
         state.subscriptions.discard(channel)
         self._forget_subscription(socket_id, channel)
+        if self.cluster is not None:
+            self.cluster.changed()
 
     @_in_trio
     def broadcast(self, channel: str, event: str, data: object) -> None:
         """Send one event to every socket subscribed to ``channel``; encoded once."""
-        subscribers = self._channels.get(channel)
-        if not subscribers:
+        if self.cluster is None and channel not in self._channels:
             return
         message = encode_event(event, data)
-        for socket_id in list(subscribers):
-            self._deliver(socket_id, message)
+        self.fan_out(channel, message)
+        if self.cluster is not None:
+            self.cluster.broadcast(channel, message)
 
     @_in_trio
     def unicast(self, socket_id: str, event: str, data: object) -> None:
         """Send one event to one socket; ConnectionNotFound if it is not connected."""
+        if self.cluster is not None and socket_id not in self._sockets:
+            if self.cluster.unicast(socket_id, event, data):  # another node's socket
+                return
+            raise ConnectionNotFound(f"no WebSocket with socket id {socket_id!r} is connected")
         self._socket(socket_id)
         self._deliver(socket_id, encode_event(event, data))
 
@@ -131,6 +160,8 @@ class WebSocketHub:
     def get_subscriptions(self, socket_id: str) -> list[str]:
         """The channels ``socket_id`` subscribes to, sorted; [] for an unknown socket."""
         state = self._sockets.get(socket_id)
+        if state is None and self.cluster is not None:
+            return self.cluster.subscriptions(socket_id)
         return sorted(state.subscriptions) if state is not None else []
 
     @_in_trio
@@ -143,6 +174,7 @@ class WebSocketHub:
                 s.outbox.statistics().current_buffer_used for s in self._sockets.values()
             ),
             slow_consumers=self._slow_consumers,
+            cluster=self.cluster.statistics() if self.cluster is not None else None,
         )
 
     def is_connected(self, socket_id: str) -> bool:
@@ -160,6 +192,8 @@ class WebSocketHub:
             raise ValueError(f"socket {socket_id} is already registered")
         outbox, inbox = trio.open_memory_channel[str](self.send_buffer)
         state = self._sockets[socket_id] = SocketState(socket_id, outbox, inbox)
+        if self.cluster is not None:
+            self.cluster.changed()
         return state
 
     def unregister(self, socket_id: str) -> None:
@@ -171,6 +205,15 @@ class WebSocketHub:
             self._forget_subscription(socket_id, channel)
         state.subscriptions.clear()
         state.outbox.close()  # the connection's sender sees the end; nothing queues any more
+        if self.cluster is not None:
+            self.cluster.changed()
+
+    def fan_out(self, channel: str, message: str) -> None:
+        """Deliver an encoded event to this node's subscribers of ``channel``."""
+        subscribers = self._channels.get(channel)
+        if subscribers:
+            for socket_id in list(subscribers):
+                self._deliver(socket_id, message)
 
     def send(self, socket_id: str, message: str) -> bool:
         """Queue an encoded message (a call's reply) for one socket; False if it is gone."""
@@ -195,6 +238,7 @@ class WebSocketHub:
         state = self._sockets[socket_id]
         try:
             state.outbox.send_nowait(message)
+            self.messages_sent += 1
         except trio.WouldBlock:
             # A slow consumer: out of the hub now (so no one waits on it), closed by its
             # connection with 1008.
