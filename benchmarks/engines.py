@@ -15,7 +15,8 @@ with nameko) is skipped, and the run says so. See benchmarks/README.md.
 
 # benchmarks/http.py would stand in for the standard library's http package and
 # benchmarks/websocket.py for the websocket-client package: this folder is taken off
-# sys.path first, and both scripts are loaded from their files under other names.
+# sys.path first (the servers' folder put in, for the shared helpers), and both scripts are
+# loaded from their files under other names.
 
 from __future__ import annotations
 
@@ -24,36 +25,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE / "servers"))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import Any  # noqa: E402
 
-if TYPE_CHECKING:
-    from types import ModuleType
+from _processes import NAMEKO_VENV, load_script  # noqa: E402
+from _runner import HelpFormatter, add_server_options  # noqa: E402
 
-
-def _load(name: str, file: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, HERE / file)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_http = _load("triosvc_bench_http", "http.py")
-bench_ws = _load("triosvc_bench_websocket", "websocket.py")
-
-from _processes import NAMEKO_PYTHON_VARIABLE, NAMEKO_VENV, default_nameko_python  # noqa: E402
+bench_http = load_script("triosvc_bench_http", HERE / "http.py")
+bench_ws = load_script("triosvc_bench_websocket", HERE / "websocket.py")
 
 #: The order of the side-by-side table's rows.
 SERVER_ORDER = list(dict.fromkeys([*bench_http.SERVERS, *bench_ws.SERVERS]))
@@ -67,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/engines.py",
         description=__doc__.split("\n\n")[0].replace("\n", " "),
-        formatter_class=bench_ws._HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of each benchmark (median taken)"
@@ -91,21 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--echo-duration", type=float, default=2, help="seconds of each measured round-trip run"
     )
-    parser.add_argument(
-        "--servers",
-        nargs="+",
-        choices=SERVER_ORDER,
-        metavar="NAME",
-        help=f"which servers, among: {', '.join(SERVER_ORDER)} (default: each script's own;"
-        " those that cannot start here are skipped)",
-    )
-    parser.add_argument(
-        "--nameko-python",
-        default=default_nameko_python(),
-        metavar="PATH",
-        help=f"the Python of a virtual environment with nameko (default: ${NAMEKO_PYTHON_VARIABLE},"
-        " else benchmarks/.venv-nameko if it exists; without either, nameko is skipped)",
-    )
+    add_server_options(parser, SERVER_ORDER, "each script's own")
     parser.add_argument(
         "--setup-nameko",
         action="store_true",
@@ -283,21 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         " skipped, which shortens it)",
         flush=True,
     )
+    reports: dict[str, dict[str, Any] | None] = {"http": None, "websocket": None}
     with tempfile.TemporaryDirectory(prefix="triosvc-engines-") as tmp:
-        http_json, ws_json = Path(tmp) / "http.json", Path(tmp) / "websocket.json"
-        http_report = ws_report = None
-        if not args.skip_http:
-            print("\n== HTTP (benchmarks/http.py) ==", flush=True)
-            status = bench_http.main(http_argv(args, http_json))
+        for part, title, script, script_argv, skip in (
+            ("http", "HTTP", bench_http, http_argv, args.skip_http),
+            ("websocket", "WebSocket", bench_ws, websocket_argv, args.skip_websocket),
+        ):
+            if skip:
+                continue
+            json_path = Path(tmp) / f"{part}.json"
+            print(f"\n== {title} (benchmarks/{part}.py) ==", flush=True)
+            status = script.main(script_argv(args, json_path))
             if status == 130:
                 return status
-            http_report = _read(http_json) if status == 0 else None
-        if not args.skip_websocket:
-            print("\n== WebSocket (benchmarks/websocket.py) ==", flush=True)
-            status = bench_ws.main(websocket_argv(args, ws_json))
-            if status == 130:
-                return status
-            ws_report = _read(ws_json) if status == 0 else None
+            reports[part] = _read(json_path) if status == 0 else None
+    http_report, ws_report = reports["http"], reports["websocket"]
     if http_report is None and ws_report is None:
         print("error: neither benchmark completed", file=sys.stderr)
         return 1

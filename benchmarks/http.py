@@ -22,14 +22,10 @@ nameko's own interpreter (``--nameko-python``); a server that cannot start is sk
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
 import re
-import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -46,25 +42,18 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 from _common import POST_PATH, POST_SIZE
-from _processes import (
-    CLOCK_TICKS,
-    NAMEKO_PYTHON_VARIABLE,
-    READY_TIMEOUT,
-    ServerSpec,
-    absolute_python,
-    default_nameko_python,
-    pinned,
-    rotated,
-    spawn,
-    stop,
-    stop_all,
-    terminate,
-    triosvc_revision,
-    usable_servers,
+from _processes import BenchmarkError, ServerProcess, ServerSpec, pinned, rotated, spawn, stop
+from _runner import (
+    HelpFormatter,
+    add_cpu_options,
+    add_server_options,
+    mark,
+    preflight,
+    resolve_servers,
 )
+from _runner import run as run_benchmark
 
 HERE = Path(__file__).resolve().parent
-SERVER_DIR = HERE / "servers"
 POST_SCRIPT = HERE / "wrk" / "post.lua"
 
 #: name -> how to start the server of the three endpoints (it prints ``PORT <n>`` once ready).
@@ -141,67 +130,7 @@ ISSUE_NAMEKO_RPS = 1464
 TARGET_RATIO = 0.85
 
 
-class BenchmarkError(Exception):
-    """A server or wrk did not behave: the run stops with this message."""
-
-
-# -- child processes ---------------------------------------------------------------------------
-
-
-class Server:
-    """One server program running in a child process pinned to ``cpu``."""
-
-    def __init__(self, name: str, cpu: int, log_dir: Path, nameko_python: str | None) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        spec = SERVERS[name]
-        command = [spec.python(nameko_python), str(SERVER_DIR / spec.program), *spec.args]
-        self.process = spawn(
-            pinned(cpu, command),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=SERVER_DIR,
-        )
-        self.port = self._read_port()
-
-    def _read_port(self) -> int:
-        stdout = self.process.stdout
-        assert stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
-                raise BenchmarkError(f"{self.name}: not ready after {READY_TIMEOUT}s{self._tail()}")
-            chunk = os.read(stdout.fileno(), 1)
-            if not chunk:
-                raise BenchmarkError(f"{self.name}: exited before it was ready{self._tail()}")
-            line += chunk
-        match = re.fullmatch(rb"PORT (\d+)\s*", line)
-        if match is None:
-            raise BenchmarkError(f"{self.name}: expected 'PORT <n>', got {line!r}")
-        return int(match[1])
-
-    def _tail(self) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip()
-        return f"; its log ({self.log_path}) ends with:\n{text[-2000:]}" if text else ""
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (/proc/<pid>/stat)."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchmarkError(f"{self.name}: exited during the run{self._tail()}")
-
-    def stop(self) -> None:
-        stop(self.process)
-        self._log.close()
+# -- a server's answers ------------------------------------------------------------------------
 
 
 def http_request(port: int, route: Route, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -313,7 +242,7 @@ def run_wrk(args: argparse.Namespace, port: int, route: Route, seconds: int) -> 
 # -- the run -----------------------------------------------------------------------------------
 
 
-def check_routes(server: Server) -> None:
+def check_routes(server: ServerProcess) -> None:
     """One GET per route before any load: each server must answer the same thing."""
     for route in ROUTES.values():
         try:
@@ -328,7 +257,7 @@ def check_routes(server: Server) -> None:
             raise BenchmarkError(f"{server.name}: {route.name} answered {status} {body[:200]!r}")
 
 
-def measure(args: argparse.Namespace, server: Server, route: Route) -> Sample:
+def measure(args: argparse.Namespace, server: ServerProcess, route: Route) -> Sample:
     """Warm up, then one measured wrk run, with the server's CPU time over it."""
     if args.warmup:
         run_wrk(args, server.port, route, args.warmup)
@@ -359,7 +288,9 @@ def run(args: argparse.Namespace) -> dict[tuple[str, str], list[Sample]]:
     log_dir = Path(tempfile.mkdtemp(prefix="triosvc-bench-"))
     for round_index in range(args.rounds):
         for server_name in rotated(args.servers, round_index):
-            server = Server(server_name, args.server_cpu, log_dir, args.nameko_python)
+            server = ServerProcess(
+                server_name, SERVERS[server_name], args.server_cpu, log_dir, args.nameko_python
+            )
             try:
                 check_routes(server)
                 for path in rotated(list(ROUTES), round_index):
@@ -465,8 +396,14 @@ def print_table(rows: list[Summary]) -> None:
     )
 
 
-def _mark(ok: bool) -> str:
-    return "met   " if ok else "MISSED"
+def _hello_against(hello: Summary, other: Summary, target: float, label: str) -> str:
+    """The verdict on triosvc's /hello at >= ``target`` x ``other``'s (``label``)."""
+    ratio = hello.requests_per_s / other.requests_per_s
+    return (
+        f"{mark(ratio >= target)} triosvc >= {target:g}x {label} on /hello: {ratio:.2f}x"
+        f" ({other.requests_per_s:.0f} req/s;"
+        f" {other.cpu_us_per_request / hello.cpu_us_per_request:.2f}x by CPU per request)"
+    )
 
 
 def verdict(rows: list[Summary]) -> list[str]:
@@ -477,46 +414,35 @@ def verdict(rows: list[Summary]) -> list[str]:
     if hello is not None:
         rps = hello.requests_per_s
         lines.append(
-            f"{_mark(rps >= TARGET_HELLO_RPS)} triosvc >= {TARGET_HELLO_RPS} req/s on /hello:"
+            f"{mark(rps >= TARGET_HELLO_RPS)} triosvc >= {TARGET_HELLO_RPS} req/s on /hello:"
             f" {rps:.0f} req/s ({1e6 / hello.cpu_us_per_request:.0f} req/s by its CPU per"
             " request, with a whole CPU)"
         )
         nameko = by_key.get(("nameko", "/hello"))
         if nameko is not None:
-            ratio = rps / nameko.requests_per_s
-            lines.append(
-                f"{_mark(ratio >= TARGET_VS_NAMEKO)} triosvc >= {TARGET_VS_NAMEKO:.0f}x nameko on"
-                f" /hello: {ratio:.2f}x ({nameko.requests_per_s:.0f} req/s;"
-                f" {nameko.cpu_us_per_request / hello.cpu_us_per_request:.2f}x by CPU per request)"
-            )
+            lines.append(_hello_against(hello, nameko, TARGET_VS_NAMEKO, "nameko"))
         else:
             ratio = rps / ISSUE_NAMEKO_RPS
             lines.append(
-                f"{_mark(ratio >= TARGET_VS_NAMEKO)} triosvc >= {TARGET_VS_NAMEKO:.0f}x nameko on"
+                f"{mark(ratio >= TARGET_VS_NAMEKO)} triosvc >= {TARGET_VS_NAMEKO:g}x nameko on"
                 f" /hello: nameko did not run; against the issue's {ISSUE_NAMEKO_RPS} req/s:"
                 f" {ratio:.2f}x"
             )
         uvicorn = by_key.get(("uvicorn-starlette", "/hello"))
         if uvicorn is not None:
-            ratio = rps / uvicorn.requests_per_s
-            lines.append(
-                f"{_mark(ratio >= TARGET_VS_UVICORN)} triosvc >= {TARGET_VS_UVICORN}x"
-                f" uvicorn+Starlette on /hello: {ratio:.2f}x ({uvicorn.requests_per_s:.0f} req/s;"
-                f" {uvicorn.cpu_us_per_request / hello.cpu_us_per_request:.2f}x by CPU per"
-                " request)"
-            )
+            lines.append(_hello_against(hello, uvicorn, TARGET_VS_UVICORN, "uvicorn+Starlette"))
     for route in ROUTES:
         ours, bare = by_key.get((OURS, route)), by_key.get((BASELINE, route))
         if ours is not None and bare is not None:
             lines.append(
-                f"{_mark(ours.p99_ms < bare.p99_ms)} triosvc's p99 below bare hypercorn-trio's"
+                f"{mark(ours.p99_ms < bare.p99_ms)} triosvc's p99 below bare hypercorn-trio's"
                 f" on {route}: {ours.p99_ms:.1f} ms against {bare.p99_ms:.1f} ms"
             )
     for route in ROUTES:
         ours = by_key.get(("triosvc-hypercorn", route))
         if ours is not None and ours.requests_per_s_ratio is not None:
             lines.append(
-                f"{_mark(ours.requests_per_s_ratio >= TARGET_RATIO)} (earlier target)"
+                f"{mark(ours.requests_per_s_ratio >= TARGET_RATIO)} (earlier target)"
                 f" triosvc-hypercorn >= {TARGET_RATIO}x bare hypercorn-trio on {route}:"
                 f" {ours.requests_per_s_ratio:.2f}x req/s"
                 f" ({_ratio(ours.cpu_efficiency_ratio)} by CPU per request)"
@@ -544,7 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "alone in a process pinned to one CPU, wrk pinned to another, on loopback. Prints "
             "medians over interleaved rounds and ratios to bare hypercorn-trio."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds of each measured wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
@@ -553,58 +479,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t")
-    parser.add_argument("--server-cpu", type=int, default=0, help="the CPU the servers run on")
-    parser.add_argument("--client-cpu", type=int, default=1, help="the CPU wrk runs on")
-    parser.add_argument(
-        "--servers",
-        nargs="+",
-        choices=list(SERVERS),
-        metavar="NAME",
-        help=f"which servers, among: {', '.join(SERVERS)} (default: all but hypercorn-asyncio,"
-        " those that cannot start here skipped)",
-    )
-    parser.add_argument(
-        "--nameko-python",
-        default=default_nameko_python(),
-        metavar="PATH",
-        help="the Python of a virtual environment with nameko (default:"
-        f" ${NAMEKO_PYTHON_VARIABLE}, else benchmarks/.venv-nameko if it exists; without"
-        " either, nameko is skipped)",
-    )
+    add_cpu_options(parser, "the CPU wrk runs on")
+    add_server_options(parser, SERVERS, "all but hypercorn-asyncio")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--duration and --rounds must be >= 1, --warmup >= 0")
-    args.explicit_servers = args.servers is not None
-    args.nameko_python = absolute_python(args.nameko_python)
-    args.servers = list(dict.fromkeys(args.servers or DEFAULT_SERVERS))
+    resolve_servers(args, DEFAULT_SERVERS)
     return args
 
 
 def _preflight(args: argparse.Namespace) -> dict[str, str]:
-    """Check the tools and CPUs; drop the servers that cannot start here (and say why)."""
-    for tool, hint in (("wrk", "apt-get install wrk"), ("taskset", "apt-get install util-linux")):
-        if shutil.which(tool) is None:
-            raise BenchmarkError(f"{tool} is not installed ({hint})")
-    available = os.sched_getaffinity(0)
-    for option, cpu in (("--server-cpu", args.server_cpu), ("--client-cpu", args.client_cpu)):
-        if cpu not in available:
-            raise BenchmarkError(
-                f"{option} {cpu}: this process may only use CPUs {sorted(available)}"
-            )
-    if args.server_cpu == args.client_cpu:
-        print("warning: server and wrk share one CPU; the figures will mostly measure wrk")
-    try:
-        args.servers, skipped = usable_servers(
-            SERVERS, args.servers, args.explicit_servers, args.nameko_python
-        )
-    except ValueError as exc:
-        raise BenchmarkError(str(exc)) from None
-    for name, reason in skipped.items():
-        print(f"skipped {name}: {reason}")
-    if not args.servers:
-        raise BenchmarkError("no server to measure")
-    return skipped
+    return preflight(args, SERVERS, ("wrk", "taskset"), "wrk")
 
 
 def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> int:
@@ -613,61 +499,30 @@ def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> in
     return runs * (args.duration + args.warmup + 1) + 2 * args.rounds * servers
 
 
+def _describe(args: argparse.Namespace) -> str:
+    return (
+        f"{len(args.servers)} servers x {len(ROUTES)} routes x {args.rounds} rounds of"
+        f" {args.duration}s (+{args.warmup}s warm-up), wrk -t{args.threads}"
+        f" -c{args.connections}; servers on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Ctrl+C (even where a shell started this with SIGINT ignored) and SIGTERM both stop the
-    # run through the finally blocks that stop the children.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, terminate)
-    started = datetime.datetime.now().astimezone()
-    clock = time.monotonic()
-    try:
-        skipped = _preflight(args)
-        estimate = estimate_seconds(args)
-        revision = triosvc_revision(HERE.parent)
-        print(
-            f"{started:%Y-%m-%d %H:%M %Z}: {len(args.servers)} servers x {len(ROUTES)} routes"
-            f" x {args.rounds} rounds of {args.duration}s (+{args.warmup}s warm-up),"
-            f" wrk -t{args.threads} -c{args.connections}; servers on CPU {args.server_cpu},"
-            f" wrk on CPU {args.client_cpu}; triosvc at {revision};"
-            f" about {estimate // 60}m{estimate % 60:02d}s",
-            flush=True,
-        )
-        load_before = os.getloadavg()
-        samples = run(args)
-        load_after = os.getloadavg()
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        stop_all()
+    done = run_benchmark(args, _preflight, estimate_seconds, _describe, run)
+    if isinstance(done, int):
+        return done
+    samples = done.results
     rows = summarize(samples)
     print()
     print_table(rows)
     print()
-    verdicts = verdict(rows)
-    for line in verdicts:
-        print(line)
-    print(
-        f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
-        f" ({os.cpu_count()} CPUs); took {time.monotonic() - clock:.0f}s"
+    return done.finish(
+        args,
+        verdict(rows),
+        results=[asdict(row) for row in rows],
+        samples={f"{s} {r}": [asdict(x) for x in v] for (s, r), v in samples.items()},
     )
-    if args.json is not None:
-        report = {
-            "date": started.isoformat(timespec="seconds"),
-            "triosvc": revision,
-            "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "skipped": skipped,
-            "load_average": [load_before[0], load_after[0]],
-            "results": [asdict(row) for row in rows],
-            "verdict": verdicts,
-            "samples": {f"{s} {r}": [asdict(x) for x in v] for (s, r), v in samples.items()},
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ sys.path.insert(0, str(SERVER_DIR))
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
-import importlib.util  # noqa: E402
 import re  # noqa: E402
 import select  # noqa: E402
 import shutil  # noqa: E402
@@ -43,12 +42,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
 
-from _processes import pinned, spawn, stop, stop_all  # noqa: E402
-
-if TYPE_CHECKING:
-    from types import ModuleType
+from _processes import load_script, pinned, spawn, stop, stop_all  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -127,19 +122,9 @@ def record_http(args: argparse.Namespace, raw: Path, log_dir: Path) -> str:
     return f"{args.server} {args.route}: {rps[1] if rps else '?'} req/s under py-spy"
 
 
-def _load_websocket_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("triosvc_bench_websocket", HERE / "websocket.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def record_websocket(args: argparse.Namespace, raw: Path, log_dir: Path) -> str:
     """Record the server during one fan-out to ``--sockets`` sockets; what it achieved."""
-    ws = _load_websocket_benchmark()
+    ws = load_script("triosvc_bench_websocket", HERE / "websocket.py")
     ws.raise_nofile()
     # websocket.py's Server starts its SERVERS[name], which WS_SERVERS names alike.
     server = ws.Server(args.server, args.server_cpu, log_dir, args.broadcasts, None)

@@ -40,12 +40,10 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 sys.path.insert(0, str(SERVER_DIR))
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import select  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
@@ -57,22 +55,16 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import trio  # noqa: E402
-from _processes import (  # noqa: E402
-    CLOCK_TICKS,
-    NAMEKO_PYTHON_VARIABLE,
-    READY_TIMEOUT,
-    ServerSpec,
-    absolute_python,
-    default_nameko_python,
-    pinned,
-    rotated,
-    spawn,
-    stop,
-    stop_all,
-    terminate,
-    triosvc_revision,
-    usable_servers,
+from _processes import BenchmarkError, Child, ServerProcess, ServerSpec, rotated  # noqa: E402
+from _runner import (  # noqa: E402
+    HelpFormatter,
+    add_cpu_options,
+    add_server_options,
+    mark,
+    preflight,
+    resolve_servers,
 )
+from _runner import run as run_benchmark  # noqa: E402
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Opcode  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
@@ -125,10 +117,6 @@ ROOM = "bench"
 COMMAND_TIMEOUT = 60.0
 #: Seconds the server is left alone before its RSS is read (sockets finish settling).
 SETTLE = 1.0
-
-
-class BenchmarkError(Exception):
-    """A server or a client did not behave: the run stops with this message."""
 
 
 # == the client (worker processes) ============================================================
@@ -436,80 +424,14 @@ def worker_main(port: int) -> int:
 # == the runner ===============================================================================
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-class _Child:
-    """A child process pinned to a CPU, answering one line on stdout at a time."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def _start(self, name: str, command: list[str], cpu: int, log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self._buffer = b""
-        self.process = spawn(
-            pinned(cpu, command),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=SERVER_DIR,
-        )
-
-    def read_line(self, timeout: float) -> bytes:
-        stdout = self.process.stdout
-        assert stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
-                raise BenchmarkError(f"{self.name}: no answer after {timeout:.0f}s{self._tail()}")
-            chunk = os.read(stdout.fileno(), 65536)
-            if not chunk:
-                raise BenchmarkError(f"{self.name}: exited{self._tail()}")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def _tail(self) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip()
-        return f"; its log ({self.log_path}) ends with:\n{text[-2000:]}" if text else ""
-
-    def cpu_seconds(self) -> float:
-        return _proc_cpu_seconds(self.process.pid)
-
-    def stop(self) -> None:
-        stop(self.process)
-        self._log.close()
-
-
-class Server(_Child):
+class Server(ServerProcess):
     """One server program running in a child process pinned to ``cpu``."""
 
     def __init__(
         self, name: str, cpu: int, log_dir: Path, send_buffer: int, nameko_python: str | None
     ) -> None:
         spec = SERVERS[name]
-        command = [
-            spec.python(nameko_python),
-            str(SERVER_DIR / spec.program),
-            str(send_buffer),
-            *spec.args,
-        ]
-        self._start(name, command, cpu, log_dir)
-        line = self.read_line(READY_TIMEOUT)
-        match = re.fullmatch(rb"PORT (\d+)\s*", line)
-        if match is None:
-            raise BenchmarkError(f"{name}: expected 'PORT <n>', got {line!r}")
-        self.port = int(match[1])
+        super().__init__(name, spec, cpu, log_dir, nameko_python, (str(send_buffer),))
 
     def rss_kib(self) -> int:
         """The server's resident memory now (VmRSS in /proc/<pid>/status), in KiB."""
@@ -519,17 +441,14 @@ class Server(_Child):
             raise BenchmarkError(f"{self.name}: no VmRSS in /proc/{self.process.pid}/status")
         return int(match[1])
 
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchmarkError(f"{self.name}: exited during the run{self._tail()}")
 
-
-class Client(_Child):
+class Client(Child):
     """One worker process of the load generator (this script with ``--worker``)."""
 
     def __init__(self, index: int, server: Server, cpu: int, log_dir: Path) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(server.port)]
-        self._start(f"client{index}-{server.name}", command, cpu, log_dir)
+        name = f"client{index}-{server.name}"
+        super().__init__(name, command, cpu, log_dir, stdin=subprocess.PIPE)
 
     def send(self, cmd: str, **arguments: object) -> None:
         stdin = self.process.stdin
@@ -538,12 +457,12 @@ class Client(_Child):
             stdin.write(json.dumps({"cmd": cmd, **arguments}).encode() + b"\n")
             stdin.flush()
         except BrokenPipeError:
-            raise BenchmarkError(f"{self.name}: exited{self._tail()}") from None
+            raise BenchmarkError(f"{self.name}: exited{self.tail()}") from None
 
     def reply(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, object]:
         answer = json.loads(self.read_line(timeout))
         if "error" in answer:
-            raise BenchmarkError(f"{self.name}: {answer['error']}{self._tail()}")
+            raise BenchmarkError(f"{self.name}: {answer['error']}{self.tail()}")
         return answer
 
     def request(self, cmd: str, timeout: float = COMMAND_TIMEOUT, **arguments: object) -> dict:
@@ -937,10 +856,8 @@ def _over(a: float, b: float) -> float:
 
 
 def _paired_status(ratio: float, pair: float, target: float) -> str:
-    if ratio >= target and pair >= target:
-        return "met   "
-    if ratio < target and pair < target:
-        return "MISSED"
+    if (ratio >= target) == (pair >= target):
+        return mark(ratio >= target)
     return "UNSURE"  # the two ways of taking the ratio disagree: too noisy to say
 
 
@@ -975,7 +892,7 @@ def verdict(rounds: dict[str, list[Round]], summary: dict[str, dict[str, float]]
     if ours is not None:
         rate = ours["deliveries_per_s"]
         lines.append(
-            f"{'met   ' if rate >= TARGET_DELIVERIES_PER_S else 'MISSED'} {OURS} fan-out >="
+            f"{mark(rate >= TARGET_DELIVERIES_PER_S)} {OURS} fan-out >="
             f" {TARGET_DELIVERIES_PER_S:,} deliveries/s: {rate:,.0f}/s"
             f" ({_over(1e6, ours['fanout_cpu_us']):,.0f}/s by its CPU per delivery, with a whole"
             " CPU)"
@@ -994,7 +911,7 @@ def verdict(rounds: dict[str, list[Round]], summary: dict[str, dict[str, float]]
             continue
         kib = row["kib_per_socket"]
         lines.append(
-            f"{'met   ' if kib < MEMORY_TARGET_KIB else 'MISSED'} {name} memory per idle socket"
+            f"{mark(kib < MEMORY_TARGET_KIB)} {name} memory per idle socket"
             f" < {MEMORY_TARGET_KIB:.0f} KiB: {kib:.1f} KiB"
             + (f" ({BASELINE}: {base['kib_per_socket']:.1f} KiB)" if base else "")
         )
@@ -1016,15 +933,6 @@ def verdict(rounds: dict[str, list[Round]], summary: dict[str, dict[str, float]]
 # -- command line ------------------------------------------------------------------------------
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones (their help says what happens instead)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/websocket.py",
@@ -1035,7 +943,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "in a process pinned to one CPU; the client processes are pinned to another; "
             "loopback only. Prints medians over interleaved rounds and ratios to the baseline."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     parser.add_argument(
@@ -1082,24 +990,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="client processes the sockets are spread over (all on --client-cpu)",
     )
-    parser.add_argument("--server-cpu", type=int, default=0, help="the CPU the servers run on")
-    parser.add_argument("--client-cpu", type=int, default=1, help="the CPU the clients run on")
-    parser.add_argument(
-        "--servers",
-        nargs="+",
-        choices=list(SERVERS),
-        metavar="NAME",
-        help=f"which servers, among: {', '.join(SERVERS)} (default: all; those that cannot"
-        " start here are skipped)",
-    )
-    parser.add_argument(
-        "--nameko-python",
-        default=default_nameko_python(),
-        metavar="PATH",
-        help="the Python of a virtual environment with nameko (default:"
-        f" ${NAMEKO_PYTHON_VARIABLE}, else benchmarks/.venv-nameko if it exists; without"
-        " either, nameko is skipped)",
-    )
+    add_cpu_options(parser, "the CPU the clients run on")
+    add_server_options(parser, SERVERS, "all")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     if min(args.rounds, args.sockets, args.broadcasts, args.client_processes) < 1:
@@ -1117,40 +1009,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "warning: --send-buffer is below --broadcasts: the servers will drop sockets as slow"
             " consumers and the fan-out will fail"
         )
-    args.explicit_servers = args.servers is not None
-    args.nameko_python = absolute_python(args.nameko_python)
-    args.servers = list(dict.fromkeys(args.servers or SERVERS))
+    resolve_servers(args, SERVERS)
     args.echo_sockets = list(dict.fromkeys(args.echo_sockets))
     return args
 
 
 def _preflight(args: argparse.Namespace) -> dict[str, str]:
     """Check the tools, CPUs and descriptors; drop the servers that cannot start here."""
-    if shutil.which("taskset") is None:
-        raise BenchmarkError("taskset is not installed (apt-get install util-linux)")
-    available = os.sched_getaffinity(0)
-    for option, cpu in (("--server-cpu", args.server_cpu), ("--client-cpu", args.client_cpu)):
-        if cpu not in available:
-            raise BenchmarkError(
-                f"{option} {cpu}: this process may only use CPUs {sorted(available)}"
-            )
-    if args.server_cpu == args.client_cpu:
-        print("warning: servers and clients share one CPU; the figures will mostly measure both")
     needed = args.sockets + max(args.echo_sockets, default=0) + 64
     soft = raise_nofile()
     if soft != -1 and soft < needed:  # the children inherit our limits
         raise BenchmarkError(f"RLIMIT_NOFILE is {soft}: {needed} descriptors are needed")
-    try:
-        args.servers, skipped = usable_servers(
-            SERVERS, args.servers, args.explicit_servers, args.nameko_python
-        )
-    except ValueError as exc:
-        raise BenchmarkError(str(exc)) from None
-    for name, reason in skipped.items():
-        print(f"skipped {name}: {reason}")
-    if not args.servers:
-        raise BenchmarkError("no server to measure")
-    return skipped
+    return preflight(args, SERVERS, ("taskset",), "the clients")
 
 
 def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> int:
@@ -1166,72 +1036,44 @@ def estimate_seconds(args: argparse.Namespace, servers: int | None = None) -> in
     return int(args.rounds * servers * per_server)
 
 
+def _describe(args: argparse.Namespace) -> str:
+    return (
+        f"{len(args.servers)} servers x {args.rounds} rounds; {args.sockets} sockets,"
+        f" {args.broadcasts} broadcasts, echo on {args.echo_sockets} sockets for"
+        f" {args.echo_duration}s; send_buffer {args.send_buffer}; servers on CPU"
+        f" {args.server_cpu}, {args.client_processes} client process(es) on CPU"
+        f" {args.client_cpu}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return worker_main(int(argv[1]))
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, terminate)
-    started = datetime.datetime.now().astimezone()
-    clock = time.monotonic()
-    try:
-        skipped = _preflight(args)
-        estimate = estimate_seconds(args)
-        revision = triosvc_revision(HERE.parent)
-        print(
-            f"{started:%Y-%m-%d %H:%M %Z}: {len(args.servers)} servers x {args.rounds} rounds;"
-            f" {args.sockets} sockets, {args.broadcasts} broadcasts, echo on"
-            f" {args.echo_sockets} sockets for {args.echo_duration}s; send_buffer"
-            f" {args.send_buffer}; servers on CPU {args.server_cpu}, {args.client_processes}"
-            f" client process(es) on CPU {args.client_cpu}; triosvc at {revision};"
-            f" about {estimate // 60}m{estimate % 60:02d}s",
-            flush=True,
-        )
-        load_before = os.getloadavg()
-        rounds = run(args)
-        load_after = os.getloadavg()
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        stop_all()
+    done = run_benchmark(args, _preflight, estimate_seconds, _describe, run)
+    if isinstance(done, int):
+        return done
+    rounds = done.results
     summary = summarize(rounds)
     print()
     print_tables(args, summary)
     print()
-    verdicts = verdict(rounds, summary)
-    for line in verdicts:
-        print(line)
-    print(
-        f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
-        f" ({os.cpu_count()} CPUs); took {time.monotonic() - clock:.0f}s"
+    return done.finish(
+        args,
+        verdict(rounds, summary),
+        summary=summary,
+        paired={
+            name: {
+                "fanout": paired(rounds, name, _fanout_rate),
+                "fanout_cpu": paired(rounds, name, _fanout_efficiency),
+                **{f"echo{n}": paired(rounds, name, _echo_rate(n)) for n in args.echo_sockets},
+            }
+            for name in rounds
+            if name != BASELINE
+        },
+        rounds={name: [asdict(r) for r in runs] for name, runs in rounds.items()},
     )
-    if args.json is not None:
-        report = {
-            "date": started.isoformat(timespec="seconds"),
-            "triosvc": revision,
-            "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "skipped": skipped,
-            "load_average": [load_before[0], load_after[0]],
-            "summary": summary,
-            "verdict": verdicts,
-            "paired": {
-                name: {
-                    "fanout": paired(rounds, name, _fanout_rate),
-                    "fanout_cpu": paired(rounds, name, _fanout_efficiency),
-                    **{f"echo{n}": paired(rounds, name, _echo_rate(n)) for n in args.echo_sockets},
-                }
-                for name in rounds
-                if name != BASELINE
-            },
-            "rounds": {name: [asdict(r) for r in runs] for name, runs in rounds.items()},
-        }
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -294,7 +294,8 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 class Child:
-    """A ``python -m triosvc`` process whose stderr lines the test waits for."""
+    """A child process (``python -m triosvc``, or another) whose stderr lines the test
+    waits for."""
 
     def __init__(self, process: trio.Process, lines: trio.MemoryReceiveChannel[str]) -> None:
         self.process = process
@@ -339,9 +340,17 @@ async def _read_lines(stream: trio.abc.ReceiveStream, lines: trio.MemorySendChan
 @asynccontextmanager
 async def triosvc_process(*argv: str) -> AsyncIterator[Child]:
     """``python -m triosvc ARGV`` in tests/cli_services; killed at the end if still running."""
+    async with child_process([sys.executable, "-m", "triosvc", *argv], SERVICES_DIR) as child:
+        yield child
+
+
+@asynccontextmanager
+async def child_process(argv: list[str], cwd: Path) -> AsyncIterator[Child]:
+    """``argv`` run in ``cwd``, its stderr read line by line; killed at the end if still
+    running."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "triosvc", *argv],
-        cwd=SERVICES_DIR,
+        argv,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -383,6 +392,22 @@ async def wait_until_refused(url: str) -> None:
         await trio.sleep(0.01)
 
 
+async def sigterm_during_a_slow_request(
+    child: Child, client: httpx.AsyncClient, nursery: trio.Nursery, url: str, release: Path
+) -> list[httpx.Response]:
+    """Start a ``GET /slow`` (answered once ``release`` exists), wait until the service has
+    it, then SIGTERM the process; the list its response lands in (empty until then)."""
+    responses: list[httpx.Response] = []
+
+    async def slow_request() -> None:
+        responses.append(await client.get(f"{url}/slow", params={"until": str(release)}))
+
+    nursery.start_soon(slow_request)
+    await child.wait_for("slow request started")
+    child.signal(signal.SIGTERM)
+    return responses
+
+
 @pytest.mark.slow
 @posix_only
 async def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path) -> None:
@@ -400,17 +425,9 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path) -> None
             url = match["url"]
             response = await client.get(f"{url}/hello/world")
             assert (response.status_code, response.text) == (200, "hello world")
-
-            slow_responses: list[httpx.Response] = []
-
-            async def slow_request() -> None:
-                slow_responses.append(
-                    await client.get(f"{url}/slow", params={"until": str(release)})
-                )
-
-            nursery.start_soon(slow_request)
-            await child.wait_for("slow request started")
-            child.signal(signal.SIGTERM)
+            slow_responses = await sigterm_during_a_slow_request(
+                child, client, nursery, url, release
+            )
             await child.wait_for(
                 "SIGTERM received: stopping gracefully; a second Ctrl[+]C stops at once"
             )
@@ -604,16 +621,9 @@ async def test_workers_finish_in_flight_requests_on_sigterm(tmp_path: Path) -> N
             url = (await child.wait_for(r"2 workers serving on (?P<url>http://\S+)"))["url"]
             for _ in range(2):
                 await child.wait_serving()
-            slow_responses: list[httpx.Response] = []
-
-            async def slow_request() -> None:
-                slow_responses.append(
-                    await client.get(f"{url}/slow", params={"until": str(release)})
-                )
-
-            nursery.start_soon(slow_request)
-            await child.wait_for("slow request started")
-            child.signal(signal.SIGTERM)
+            slow_responses = await sigterm_during_a_slow_request(
+                child, client, nursery, url, release
+            )
             await child.wait_for("triosvc.runner: stopped")  # the idle worker
             await wait_until_refused(url)  # one worker left, its listener closed
             assert slow_responses == []

@@ -56,6 +56,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,6 +249,19 @@ class Reader:
         self.modules: set[str] = set()  # the python files that are not tests
         self.tested = True  # no test files written yet, or pytest ran after the last one
 
+    def shell(self) -> dict[str, Any]:
+        """How the page's commands run: through the shell, in the page's folder and
+        environment, without input, their output and errors as one text."""
+        return {
+            "shell": True,
+            "cwd": self.folder,
+            "env": self.env,
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.STDOUT,
+            "text": True,
+        }
+
     def port_of(self, text: str) -> str:
         for shown, port in self.ports.items():
             text = re.sub(rf"(?<=[: ]){shown}\b", port, text)
@@ -308,13 +322,7 @@ class Reader:
         command = self.port_of(command)
         done = subprocess.run(
             command,
-            shell=True,
-            cwd=self.folder,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            **self.shell(),
             timeout=PYTEST_TIMEOUT if "pytest" in command else COMMAND_TIMEOUT,
             check=False,
         )
@@ -346,16 +354,7 @@ class Reader:
         stopped = {program, *block.options.get("stop", "").split(",")}
         for job in [job for job in self.background if job.program in stopped]:
             self.stop(job)  # the reader stops it (Ctrl+C), to start it again or another
-        process = subprocess.Popen(
-            f"{assignments}exec {rest}",
-            shell=True,
-            cwd=self.folder,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = subprocess.Popen(f"{assignments}exec {rest}", **self.shell())
         job = Background(block.where, command, program, f"...{expected.strip()}...", process)
         self.background.append(job)
         job.start()

@@ -1,5 +1,6 @@
-"""What the HTTP servers share: the listening socket, hypercorn's settings, the "ready" line
-the benchmark runner waits for, and the three endpoints' bodies.
+"""What the servers share: the listening socket, hypercorn's settings and how to serve on it,
+the ASGI lifespan of the bare apps, the "ready" line the benchmark runner waits for, and
+the three endpoints' bodies.
 
 Imports nothing outside the standard library at the top: the nameko servers import this
 module in an interpreter of their own, without hypercorn (see benchmarks/README.md).
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
     from hypercorn.config import Config
 
 
@@ -59,6 +63,50 @@ def hypercorn_config(sock: socket.socket) -> Config:
     config.include_server_header = False
     config.accesslog = None
     return config
+
+
+def serve_hypercorn(app: Any, worker: str = "trio", settings: Mapping[str, object] = {}) -> None:
+    """Serve the ASGI ``app`` on a free port of 127.0.0.1 until killed, on hypercorn's trio
+    worker (``hypercorn.trio.serve``) or its asyncio worker (``worker="asyncio"``,
+    ``hypercorn.asyncio.serve``, on the standard event loop), with ``hypercorn_config``'s
+    settings and ``settings`` on top; ``announce`` the port once it accepts connections."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    config = hypercorn_config(sock)
+    for name, value in settings.items():
+        setattr(config, name, value)
+    if worker == "trio":
+        import trio
+        from hypercorn.trio import serve
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(serve, app, config))
+                announce(port)
+
+        trio.run(main)
+    else:
+        import asyncio
+
+        from hypercorn.asyncio import serve as serve_asyncio
+
+        # The socket listens already: connections wait in its backlog until the worker accepts.
+        announce(port)
+        asyncio.run(serve_asyncio(app, config))
+
+
+async def lifespan(
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """A bare app's side of the ASGI lifespan protocol: nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def argument(index: int, choices: tuple[str, ...]) -> str:

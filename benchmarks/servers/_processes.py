@@ -1,15 +1,27 @@
 """Child processes of the benchmark scripts: started in sessions of their own, pinned to a
-CPU, and all stopped on the way out (Ctrl+C and SIGTERM included)."""
+CPU, and all stopped on the way out (Ctrl+C and SIGTERM included); the servers among them
+(:class:`ServerSpec`, :class:`ServerProcess`) and the client processes (:class:`Child`)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+#: benchmarks/servers/: the server programs, and where every child process runs.
+SERVER_DIR = Path(__file__).resolve().parent
 
 READY_TIMEOUT = 30.0
 
@@ -66,6 +78,76 @@ def rotated(items: list[str], by: int) -> list[str]:
 
 def terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the finally blocks that stop the children
+
+
+class BenchmarkError(Exception):
+    """A server, a client or a tool did not behave: the run stops with this message."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class Child:
+    """A child process pinned to ``cpu``, run in benchmarks/servers/: its stderr goes to
+    ``<log_dir>/<name>.log``, its stdout is read one line at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        cpu: int,
+        log_dir: Path,
+        stdin: int = subprocess.DEVNULL,
+    ) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self._buffer = b""
+        self.process = spawn(
+            pinned(cpu, command),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=SERVER_DIR,
+        )
+
+    def read_line(self, timeout: float) -> bytes:
+        """The next line the process prints (without its newline), waiting ``timeout``
+        seconds at the most."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
+                raise BenchmarkError(f"{self.name}: no answer after {timeout:.0f}s{self.tail()}")
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
+                raise BenchmarkError(f"{self.name}: exited{self.tail()}")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def tail(self) -> str:
+        """The end of the process's log, to quote in an error ("" when it is empty)."""
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").strip()
+        return f"; its log ({self.log_path}) ends with:\n{text[-2000:]}" if text else ""
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchmarkError(f"{self.name}: exited during the run{self.tail()}")
+
+    def stop(self) -> None:
+        stop(self.process)
+        self._log.close()
 
 
 #: Where the nameko servers' interpreter is named when --nameko-python is not given.
@@ -135,6 +217,29 @@ class ServerSpec:
         return None
 
 
+class ServerProcess(Child):
+    """One benchmark server (``spec``) in a child process pinned to ``cpu``, started with
+    ``arguments`` before the spec's own; ready once it prints ``PORT <n>``."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ServerSpec,
+        cpu: int,
+        log_dir: Path,
+        nameko_python: str | None,
+        arguments: tuple[str, ...] = (),
+    ) -> None:
+        program = str(SERVER_DIR / spec.program)
+        command = [spec.python(nameko_python), program, *arguments, *spec.args]
+        super().__init__(name, command, cpu, log_dir)
+        line = self.read_line(READY_TIMEOUT)
+        match = re.fullmatch(rb"PORT (\d+)\s*", line)
+        if match is None:
+            raise BenchmarkError(f"{name}: expected 'PORT <n>', got {line!r}")
+        self.port = int(match[1])
+
+
 def usable_servers(
     specs: dict[str, ServerSpec], wanted: list[str], explicit: bool, nameko_python: str | None
 ) -> tuple[list[str], dict[str, str]]:
@@ -175,3 +280,16 @@ def triosvc_revision(root: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit} + changes in triosvc/" if changes else commit
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """The benchmark script at ``path`` imported as module ``name``: http.py and
+    websocket.py cannot be imported by their own names (they would stand in for the
+    standard library's http package and the websocket-client package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

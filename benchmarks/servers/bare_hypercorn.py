@@ -9,18 +9,8 @@ connections, then serves until killed. The app itself does not depend on the eve
 from __future__ import annotations
 
 import json
-from functools import partial
 
-from _common import (
-    HELLO,
-    POST_PATH,
-    announce,
-    argument,
-    hypercorn_config,
-    listening_socket,
-    received,
-    user,
-)
+from _common import HELLO, POST_PATH, argument, lifespan, received, serve_hypercorn, user
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _JSON = [(b"content-type", b"application/json")]
@@ -29,13 +19,7 @@ _HELLO = HELLO.encode()
 
 async def app(scope, receive, send) -> None:  # the ASGI app, untyped: no framework
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]
@@ -60,34 +44,5 @@ async def app(scope, receive, send) -> None:  # the ASGI app, untyped: no framew
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_trio() -> None:
-    import trio
-    from hypercorn.trio import serve
-
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve, app, hypercorn_config(sock)))
-        announce(port)
-
-
-async def serve_asyncio() -> None:
-    from hypercorn.asyncio import serve
-
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    config = hypercorn_config(sock)
-    # The socket listens already: connections wait in its backlog until the worker accepts.
-    announce(port)
-    await serve(app, config)  # type: ignore[arg-type]
-
-
 if __name__ == "__main__":
-    if argument(1, ("trio", "asyncio")) == "trio":
-        import trio
-
-        trio.run(serve_trio)
-    else:
-        import asyncio
-
-        asyncio.run(serve_asyncio())
+    serve_hypercorn(app, argument(1, ("trio", "asyncio")))

@@ -6,19 +6,7 @@ Run by the benchmark runner as ``python benchmarks/servers/quart_trio_app.py``; 
 
 from __future__ import annotations
 
-from functools import partial
-
-import trio
-from _common import (
-    HELLO,
-    POST_PATH,
-    announce,
-    hypercorn_config,
-    listening_socket,
-    received,
-    user,
-)
-from hypercorn.trio import serve
+from _common import HELLO, POST_PATH, received, serve_hypercorn, user
 from quart import request
 from quart_trio import QuartTrio
 
@@ -40,13 +28,5 @@ async def echo() -> dict[str, int]:
     return received(len(await request.get_data()))
 
 
-async def main() -> None:
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve, app, hypercorn_config(sock)))
-        announce(port)
-
-
 if __name__ == "__main__":
-    trio.run(main)
+    serve_hypercorn(app)

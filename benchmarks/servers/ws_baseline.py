@@ -15,25 +15,20 @@ without waiting. Calls are handled inline by the socket's reader.
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from _common import announce, argument, hypercorn_config, listening_socket
-from ws_common import (
-    HEARTBEAT_INTERVAL,
-    MAX_MESSAGE_SIZE,
-    PATH,
-    READ_TIMEOUT,
-    raise_nofile,
-    send_buffer,
-)
-from ws_hub import POLICY_VIOLATION, Peer, handle, leave_all
+from _common import argument, lifespan, serve_hypercorn
+from ws_common import HYPERCORN_SETTINGS, PATH, raise_nofile
+from ws_hub import POLICY_VIOLATION, Disconnected, asyncio_socket, trio_socket
 
 if TYPE_CHECKING:
-    from hypercorn.config import Config
+    from collections.abc import Awaitable, Callable
 
-SEND_BUFFER = send_buffer()
+    SocketIO = tuple[
+        Callable[[], Awaitable[str | None]],
+        Callable[[str], Awaitable[None]],
+        Callable[[], Awaitable[None]],
+    ]
 
 
 async def _refuse_other_paths(scope, receive, send) -> bool:  # ASGI, untyped
@@ -47,94 +42,35 @@ async def _refuse_other_paths(scope, receive, send) -> bool:  # ASGI, untyped
     return False
 
 
-async def trio_websocket(scope, receive, send) -> None:
-    import trio
+def _text_socket(receive: Any, send: Any) -> SocketIO:  # ASGI's receive and send
+    """An accepted socket's receive, send and close, as ``ws_hub``'s socket loops take them."""
 
-    if await _refuse_other_paths(scope, receive, send):
-        return
-    outbox, inbox = trio.open_memory_channel[str](SEND_BUFFER)
+    async def receive_text() -> str | None:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            raise Disconnected  # websocket.disconnect
+        text: str | None = message.get("text")
+        return text
 
-    def offer(text: str) -> bool:
-        try:
-            outbox.send_nowait(text)
-        except trio.WouldBlock:
-            return False
-        except trio.ClosedResourceError:
-            pass
-        return True
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
 
-    async def sender() -> None:
-        async for text in inbox:
-            await send({"type": "websocket.send", "text": text})
+    async def close() -> None:
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION})
 
-    async with trio.open_nursery() as nursery:
-        peer = Peer(offer, nursery.cancel_scope.cancel)
-        nursery.start_soon(sender)
-        try:
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    break  # websocket.disconnect
-                handle(peer, message.get("text"))
-        finally:
-            leave_all(peer)
-            outbox.close()
-            nursery.cancel_scope.cancel()
-    if peer.slow:
-        with trio.move_on_after(1):
-            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+    return receive_text, send_text, close
 
 
-async def asyncio_websocket(scope, receive, send) -> None:
-    if await _refuse_other_paths(scope, receive, send):
-        return
-    outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
+def make_app(serve_socket: Callable[..., Awaitable[None]]) -> Any:
+    """The ASGI app, each socket served by ``serve_socket`` (``trio_socket`` or
+    ``asyncio_socket``); untyped, as a bare app without a framework."""
 
-    def offer(text: str) -> bool:
-        try:
-            outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    async def sender() -> None:
-        while True:
-            text = await outbox.get()
-            await send({"type": "websocket.send", "text": text})
-
-    reader = asyncio.current_task()
-    assert reader is not None
-    peer = Peer(offer, reader.cancel)
-    sending = asyncio.create_task(sender())
-    try:
-        while True:
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                break  # websocket.disconnect
-            handle(peer, message.get("text"))
-    except asyncio.CancelledError:
-        if not peer.slow:
-            raise
-        reader.uncancel()
-    finally:
-        leave_all(peer)
-        sending.cancel()
-    if peer.slow:
-        await asyncio.wait_for(send({"type": "websocket.close", "code": POLICY_VIOLATION}), 1)
-
-
-def make_app(websocket):  # the ASGI app, untyped: no framework
-    async def app(scope, receive, send) -> None:
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "websocket":
-            await websocket(scope, receive, send)
+            if not await _refuse_other_paths(scope, receive, send):
+                await serve_socket(*_text_socket(receive, send))
         elif scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
         else:
             headers = [(b"content-type", b"text/plain"), (b"content-length", b"9")]
             await send({"type": "http.response.start", "status": 404, "headers": headers})
@@ -143,41 +79,8 @@ def make_app(websocket):  # the ASGI app, untyped: no framework
     return app
 
 
-def config() -> tuple[int, Config]:
-    """A listening socket's port, and hypercorn's settings serving on it."""
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    config = hypercorn_config(sock)
-    # As triosvc's engine sets them for a WebSocket endpoint with the default heartbeat.
-    config.websocket_ping_interval = HEARTBEAT_INTERVAL
-    config.read_timeout = READ_TIMEOUT
-    config.websocket_max_message_size = MAX_MESSAGE_SIZE
-    return port, config
-
-
-async def serve_trio() -> None:
-    import trio
-    from hypercorn.trio import serve
-
-    port, hypercorn_config = config()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve, make_app(trio_websocket), hypercorn_config))
-        announce(port)
-
-
-async def serve_asyncio() -> None:
-    from hypercorn.asyncio import serve
-
-    port, hypercorn_config = config()
-    announce(port)  # the socket listens already: connections wait in its backlog
-    await serve(make_app(asyncio_websocket), hypercorn_config)
-
-
 if __name__ == "__main__":
     raise_nofile()
-    if argument(2, ("trio", "asyncio")) == "trio":
-        import trio
-
-        trio.run(serve_trio)
-    else:
-        asyncio.run(serve_asyncio())
+    worker = argument(2, ("trio", "asyncio"))
+    serve_socket = trio_socket if worker == "trio" else asyncio_socket
+    serve_hypercorn(make_app(serve_socket), worker, HYPERCORN_SETTINGS)

@@ -23,6 +23,13 @@ READ_TIMEOUT = 2 * HEARTBEAT_INTERVAL
 MAX_MESSAGE_SIZE = 1024 * 1024
 #: triosvc's default ``send_buffer``, used when the runner passes none.
 DEFAULT_SEND_BUFFER = 256
+#: hypercorn's settings as triosvc's engine sets them for a WebSocket endpoint with the
+#: default heartbeat (on top of ``_common.hypercorn_config``'s).
+HYPERCORN_SETTINGS = {
+    "websocket_ping_interval": HEARTBEAT_INTERVAL,
+    "read_timeout": READ_TIMEOUT,
+    "websocket_max_message_size": MAX_MESSAGE_SIZE,
+}
 
 
 def tick(seq: int, count: int) -> dict[str, object]:

@@ -1,24 +1,29 @@
 """The hand-written WebSocket hub of the servers without one of their own (the bare ASGI
-hubs, quart-trio, Starlette): rooms, calls and broadcasts, independent of the event loop.
+hubs, quart-trio, Starlette): rooms, calls and broadcasts, independent of the event loop,
+and one socket's life on trio (:func:`trio_socket`) and on asyncio (:func:`asyncio_socket`).
 
-Each socket is a :class:`Peer` with a bounded outbox drained by a sender task of its own;
-``offer`` queues one message without waiting and says whether it fitted, ``drop`` ends the
-socket (a full outbox: a slow consumer, closed with 1008, as triosvc's hub does). A
-broadcast encodes its event once (with a prebuilt ``json.JSONEncoder``, as triosvc does) and
-offers that one str to every subscriber. Calls are answered by :func:`handle`, inline in the
-socket's reader: ``join(room)``, ``echo(value)``, ``fanout(room, count)``, with the same
-bytes as triosvc's answers.
+Each socket is a :class:`Peer` with a bounded outbox of ``send_buffer`` messages (the
+server's first argument) drained by a sender task of its own; ``offer`` queues one message
+without waiting and says whether it fitted, ``drop`` ends the socket (a full outbox: a slow
+consumer, closed with 1008, as triosvc's hub does). A broadcast encodes its event once (with
+a prebuilt ``json.JSONEncoder``, as triosvc does) and offers that one str to every
+subscriber. Calls are answered by :func:`handle`, inline in the socket's reader:
+``join(room)``, ``echo(value)``, ``fanout(room, count)``, with the same bytes as triosvc's
+answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from ws_common import EVENT, tick
+from ws_common import EVENT, send_buffer, tick
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+SEND_BUFFER = send_buffer()
 
 # Built once, as json.dumps(..., separators=(",", ":"), ensure_ascii=False) would build it on
 # every call; triosvc's protocol module does the same.
@@ -111,3 +116,97 @@ def handle(peer: Peer, text: str | None) -> None:
         queue(peer, error(correlation_id, "IncorrectSignature", repr(exc)))
         return
     queue(peer, result(correlation_id, answer))
+
+
+class Disconnected(Exception):
+    """What a socket's ``receive`` raises once the peer has gone (when the framework does not
+    raise its own: see ``ended``)."""
+
+
+async def trio_socket(
+    receive: Callable[[], Awaitable[str | None]],
+    send: Callable[[str], Awaitable[object]],
+    close: Callable[[], Awaitable[object]],
+    ended: tuple[type[Exception], ...] = (),
+) -> None:
+    """Serve one accepted socket on trio until it goes: its outbox a trio memory channel.
+
+    ``receive`` returns the next message's text (and raises :class:`Disconnected`, or one
+    of ``ended``, once the peer has gone), ``send`` sends one text, ``close`` closes the
+    socket with 1008 (a slow consumer; tried for a second).
+    """
+    import trio
+
+    gone: tuple[type[Exception], ...] = (Disconnected, *ended)
+    outbox, inbox = trio.open_memory_channel[str](SEND_BUFFER)
+
+    def offer(text: str) -> bool:
+        try:
+            outbox.send_nowait(text)
+        except trio.WouldBlock:
+            return False
+        except trio.ClosedResourceError:
+            pass
+        return True
+
+    async def sender() -> None:
+        async for text in inbox:
+            await send(text)
+
+    async with trio.open_nursery() as nursery:
+        peer = Peer(offer, nursery.cancel_scope.cancel)
+        nursery.start_soon(sender)
+        try:
+            while True:
+                handle(peer, await receive())
+        except gone:
+            pass
+        finally:
+            leave_all(peer)
+            outbox.close()
+            nursery.cancel_scope.cancel()
+    if peer.slow:
+        with trio.move_on_after(1):
+            await close()
+
+
+async def asyncio_socket(
+    receive: Callable[[], Awaitable[str | None]],
+    send: Callable[[str], Awaitable[object]],
+    close: Callable[[], Awaitable[object]],
+    ended: tuple[type[Exception], ...] = (),
+) -> None:
+    """:func:`trio_socket` on asyncio: the outbox an ``asyncio.Queue``, the sender a task,
+    a slow consumer dropped by cancelling the reader (this task)."""
+    gone: tuple[type[Exception], ...] = (Disconnected, *ended)
+    outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
+
+    def offer(text: str) -> bool:
+        try:
+            outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def sender() -> None:
+        while True:
+            await send(await outbox.get())
+
+    reader = asyncio.current_task()
+    assert reader is not None
+    peer = Peer(offer, reader.cancel)
+    sending = asyncio.create_task(sender())
+    try:
+        while True:
+            handle(peer, await receive())
+    except gone:
+        pass
+    except asyncio.CancelledError:
+        if not peer.slow:
+            raise
+        reader.uncancel()
+    finally:
+        leave_all(peer)
+        sending.cancel()
+    if peer.slow:
+        await asyncio.wait_for(close(), 1)

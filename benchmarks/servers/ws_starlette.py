@@ -10,51 +10,24 @@ Starlette has no hub: the app uses the hand-written one of the bare baselines
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from starlette_app import serve
-from ws_common import HEARTBEAT_INTERVAL, MAX_MESSAGE_SIZE, PATH, raise_nofile, send_buffer
-from ws_hub import POLICY_VIOLATION, Peer, handle, leave_all
-
-SEND_BUFFER = send_buffer()
+from ws_common import HEARTBEAT_INTERVAL, MAX_MESSAGE_SIZE, PATH, raise_nofile
+from ws_hub import POLICY_VIOLATION, asyncio_socket
 
 
 async def hub_socket(websocket: WebSocket) -> None:
     await websocket.accept()
-    outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
-
-    def offer(text: str) -> bool:
-        try:
-            outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    async def sender() -> None:
-        while True:
-            await websocket.send_text(await outbox.get())
-
-    reader = asyncio.current_task()
-    assert reader is not None
-    peer = Peer(offer, reader.cancel)
-    sending = asyncio.create_task(sender())
-    try:
-        while True:
-            handle(peer, await websocket.receive_text())
-    except WebSocketDisconnect:
-        pass
-    except asyncio.CancelledError:
-        if not peer.slow:
-            raise
-        reader.uncancel()
-    finally:
-        leave_all(peer)
-        sending.cancel()
-    if peer.slow:
-        await asyncio.wait_for(websocket.close(POLICY_VIOLATION), 1)
+    await asyncio_socket(
+        websocket.receive_text,
+        websocket.send_text,
+        partial(websocket.close, POLICY_VIOLATION),
+        ended=(WebSocketDisconnect,),
+    )
 
 
 app = Starlette(routes=[WebSocketRoute(PATH, hub_socket)])

@@ -60,6 +60,22 @@ def _with_lifespan(app: App) -> App:
     return wrapped
 
 
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Every text and binary message back to its sender, as it came."""
+    if scope["type"] != "websocket":
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
 @pytest.fixture
 def engine(nursery: trio.Nursery) -> Callable[..., Any]:
     """``await engine(app, **options)``: the engine serving ``app`` until the test ends."""

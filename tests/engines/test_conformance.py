@@ -32,7 +32,7 @@ from triosvc.web.server import WebServer
 from .conftest import RawClient
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from _pytest.mark.structures import ParameterSet
 
@@ -354,43 +354,49 @@ async def test_a_half_closed_client_still_gets_its_answer(
     assert tracebacks(caplog) == []
 
 
-@both_engines
-async def test_a_client_reset_mid_request_leaves_the_server_serving(
-    runner_factory: RunnerFactory, engine: str, caplog: pytest.LogCaptureFixture
+async def assert_a_reset_leaves_the_server_serving(
+    runner: ServiceRunner,
+    caplog: pytest.LogCaptureFixture,
+    before_the_reset: Callable[[RawClient], Awaitable[None]],
 ) -> None:
-    runner = await start(runner_factory, engine)
+    """A client reset once ``before_the_reset`` has run on its connection: a connection
+    opened before, and a new one, are still served, and nothing logs a traceback."""
     with trio.fail_after(SOCKET_TEST_TIMEOUT):
         async with connect(runner) as other:
             await assert_serves(other, "before")
             async with connect(runner) as client:
-                await client.send(request("POST", "/echo/cut", b"x" * 1000)[:-500])
-                await trio.testing.wait_all_tasks_blocked()  # the server reads the body
-                abort(client)
-                await trio.testing.wait_all_tasks_blocked()  # ... and sees the reset
-            await assert_serves(other, "after")
-        async with connect(runner) as client:
-            await assert_serves(client)
-    assert tracebacks(caplog) == []
-
-
-@both_engines
-async def test_a_client_reset_mid_response_leaves_the_server_serving(
-    runner_factory: RunnerFactory, engine: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    runner = await start(runner_factory, engine)
-    with trio.fail_after(SOCKET_TEST_TIMEOUT):
-        async with connect(runner) as other:
-            await assert_serves(other, "before")
-            async with connect(runner) as client:
-                await client.send(get("/stream"))
-                await client._until(b"\r\n\r\n")  # the head, then some of the 32 MiB body
-                await client._exactly(len(STREAM_CHUNK))
+                await before_the_reset(client)
                 abort(client)
                 await trio.testing.wait_all_tasks_blocked()  # the server sees the reset
             await assert_serves(other, "after")
         async with connect(runner) as client:
             await assert_serves(client)
     assert tracebacks(caplog) == []
+
+
+@both_engines
+async def test_a_client_reset_mid_request_leaves_the_server_serving(
+    runner_factory: RunnerFactory, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def half_a_body(client: RawClient) -> None:
+        await client.send(request("POST", "/echo/cut", b"x" * 1000)[:-500])
+        await trio.testing.wait_all_tasks_blocked()  # the server reads the body
+
+    runner = await start(runner_factory, engine)
+    await assert_a_reset_leaves_the_server_serving(runner, caplog, half_a_body)
+
+
+@both_engines
+async def test_a_client_reset_mid_response_leaves_the_server_serving(
+    runner_factory: RunnerFactory, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def part_of_the_answer(client: RawClient) -> None:
+        await client.send(get("/stream"))
+        await client._until(b"\r\n\r\n")  # the head, then some of the 32 MiB body
+        await client._exactly(len(STREAM_CHUNK))
+
+    runner = await start(runner_factory, engine)
+    await assert_a_reset_leaves_the_server_serving(runner, caplog, part_of_the_answer)
 
 
 # Pipelining and keep-alive.

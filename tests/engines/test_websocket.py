@@ -16,17 +16,7 @@ from wsproto.events import BytesMessage, TextMessage
 from triosvc.web.engines.native.websocket import SEND_MANY, _frames, frame
 from triosvc.ws import connection
 
-from .conftest import TIMEOUT, raw
-
-
-async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    assert (await receive())["type"] == "websocket.connect"
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        await send({"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}})
+from .conftest import TIMEOUT, echo, raw
 
 
 def handshake(path: str = "/ws") -> bytes:

@@ -1,7 +1,8 @@
 """RFC 6455 conformance on both engines, after the Autobahn fuzzing client's cases.
 
 The real suite (``wstest -m fuzzingclient``, Python 2 only) runs outside pytest against
-this module's echo app (see docs/conformance.md, and ``serve`` at the bottom); these
+the echo app this module serves (see docs/conformance.md, and ``serve`` at the bottom;
+the app is ``conftest.echo``, which the other WebSocket tests use too); these
 tests play a reduced set of its cases, numbered as in Autobahn, on every run.
 
 Each case is a script: writes (wsproto's well-formed frames, or hand-built ones from
@@ -22,6 +23,7 @@ import pytest
 import trio
 from wsproto.events import BytesMessage, Event, Ping, Pong, TextMessage
 
+from .conftest import echo
 from .wsframes import (
     BINARY,
     CLOSE,
@@ -45,22 +47,6 @@ TIMEOUT = 10
 MAX_MESSAGE = 4 * 1024 * 1024
 
 MiB = 1024 * 1024
-
-
-async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Every text and binary message back to its sender, as it came."""
-    if scope["type"] != "websocket":
-        return
-    assert (await receive())["type"] == "websocket.connect"
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("text") is not None:
-            await send({"type": "websocket.send", "text": message["text"]})
-        else:
-            await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
 # The script language.

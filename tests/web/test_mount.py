@@ -6,9 +6,7 @@ Tests that start services through ``local_config``/``runner_factory`` run on bot
 
 from __future__ import annotations
 
-import re
 import signal
-import subprocess
 import sys
 import textwrap
 from contextlib import asynccontextmanager
@@ -39,6 +37,7 @@ from triosvc.web.server import WebServer
 from triosvc.web.websocket import WebSocketHubProvider, open_websocket_client, rpc
 
 from ..conftest import SOCKET_TEST_TIMEOUT
+from ..test_cli import child_process, posix_only
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -795,46 +794,16 @@ app = asgi_app({"SHUTDOWN_GRACE_PERIOD": 2}, Hello)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@posix_only
 async def test_hypercorn_k_trio_serves_the_asgi_app_in_a_process(tmp_path):
     (tmp_path / "hello_app.py").write_text(textwrap.dedent(SERVICE_MODULE))
     argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "--bind", "127.0.0.1:0"]
-    process = await trio.lowlevel.open_process(
-        [*argv, "hello_app:app"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    lines: list[str] = []
-
-    async def wait_for(pattern: str) -> re.Match[str]:
-        pending = ""
-        while True:
-            for line in lines:
-                if match := re.search(pattern, line):
-                    return match
-            chunk = await process.stderr.receive_some()  # type: ignore[union-attr]
-            if not chunk:
-                raise AssertionError(f"stderr ended before {pattern!r}: {lines}")
-            pending += chunk.decode(errors="replace")
-            *complete, pending = pending.split("\n")
-            lines.extend(complete)
-
-    try:
-        with trio.fail_after(30):
-            url = (await wait_for(r"Running on (http://127\.0\.0\.1:\d+)"))[1]
-            lines.clear()
+    with trio.fail_after(30):
+        async with child_process([*argv, "hello_app:app"], tmp_path) as child:
+            url = (await child.wait_for(r"Running on (http://127\.0\.0\.1:\d+)"))[1]
             async with client_for(url) as client:
                 response = await client.get("/hello")
-            process.send_signal(signal.SIGTERM)
-            await wait_for("services stopped")
-            assert await process.wait() == 0
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.poll() is None:
-                process.kill()
-            await process.wait()
-            await process.stderr.aclose()
+            child.signal(signal.SIGTERM)
+            await child.wait_for("services stopped")
+            assert await child.exit_status() == 0
     assert (response.status_code, response.text) == (200, "hello from hypercorn")
