@@ -42,7 +42,7 @@ def triosvc_app() -> object:
     runner.add_service(HelloService)
     server = runner.shared_extension(WebServer)
     assert isinstance(server, WebServer)
-    return server.app
+    return server.served_app  # what the engine serves (the access log layer included)
 
 
 def scope_for(path: str) -> dict[str, object]:
