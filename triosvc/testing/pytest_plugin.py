@@ -12,7 +12,16 @@ Fixtures, for tests running under pytest-trio:
 - ``web_session``: an ``httpx.AsyncClient`` whose base URL is the ``web_config`` server;
 - ``websocket``: ``ws = await websocket()`` opens a WebSocket RPC client
   (:class:`triosvc.ws.client.WebSocketClient`) to that server's endpoint:
-  ``await ws.rpc(method, **data)``, ``await ws.wait_for_event(name)``. Closed after the test.
+  ``await ws.rpc(method, **data)``, ``await ws.wait_for_event(name)``. Closed after the test;
+- ``asgi_session``: an ``httpx.AsyncClient`` on ``httpx.ASGITransport`` over the app of the
+  last runner ``runner_factory`` started (its web server's ``served_app``), in memory;
+- ``memory_websocket``: ``ws = await memory_websocket()`` opens the same WebSocket client to
+  that app in memory (:func:`triosvc.testing.memory.open_asgi_websocket_client`);
+  ``memory_websocket(runner=...)`` picks another runner.
+
+The in-memory two use no socket, so they work under ``autojump_clock`` (timeouts and worker
+limits without real waiting); what the engine does (pings, frame size limits, TLS) is not
+there.
 
 After each test, ``replace_dependencies(ServiceClass, ...)`` is undone
 (:func:`~triosvc.testing.services.restore_dependencies`), so that no test sees another's mocks.
@@ -35,6 +44,7 @@ from ..runners import ServiceRunner, run_services
 from .services import restore_dependencies
 
 if TYPE_CHECKING:
+    from ..web.asgi import ASGIApp, Receive, Scope, Send
     from ..ws.client import WebSocketClient
 
 RunnerFactory = Callable[..., Awaitable[ServiceRunner]]
@@ -54,8 +64,16 @@ def web_config() -> dict[str, object]:
 
 
 @pytest.fixture
-async def runner_factory(nursery: trio.Nursery) -> AsyncIterator[RunnerFactory]:
-    runners: list[ServiceRunner] = []
+def _triosvc_runners() -> list[ServiceRunner]:
+    """The runners runner_factory started in this test, in order (the in-memory clients')."""
+    return []
+
+
+@pytest.fixture
+async def runner_factory(
+    nursery: trio.Nursery, _triosvc_runners: list[ServiceRunner]
+) -> AsyncIterator[RunnerFactory]:
+    runners = _triosvc_runners
 
     async def start(
         config: Mapping[str, object] | ServiceRunner | None, *services: type
@@ -76,6 +94,7 @@ async def runner_factory(nursery: trio.Nursery) -> AsyncIterator[RunnerFactory]:
     yield start
     for runner in reversed(runners):
         await runner.stop()
+    runners.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +139,64 @@ async def websocket(
 
     async def open_client(**options: object) -> WebSocketClient:
         client: WebSocketClient = await nursery.start(hold, options)
+        return client
+
+    yield open_client
+    done.set()
+
+
+def _last_web_runner(runners: list[ServiceRunner]) -> ServiceRunner:
+    from ..web.server import WebServer
+
+    for runner in reversed(runners):
+        if runner.shared_extension(WebServer) is not None:
+            return runner
+    raise RuntimeError(
+        "no runner with a web server started yet: start one with runner_factory first "
+        "(or pass runner= to memory_websocket)"
+    )
+
+
+@pytest.fixture
+async def asgi_session(_triosvc_runners: list[ServiceRunner]) -> AsyncIterator[object]:
+    import httpx
+
+    from .memory import HOST, served_app
+
+    # The runner starts in the test, after this fixture: the app is looked up per request.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await served_app(_last_web_runner(_triosvc_runners))(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}") as session:
+        yield session
+
+
+@pytest.fixture
+async def memory_websocket(
+    _triosvc_runners: list[ServiceRunner], nursery: trio.Nursery
+) -> AsyncIterator[Callable[..., Awaitable[WebSocketClient]]]:
+    from ..web.server import WebServer
+    from .memory import open_asgi_websocket_client
+
+    done = trio.Event()
+
+    async def hold(
+        app: ASGIApp, path: str, options: dict[str, object], *, task_status: trio.TaskStatus[object]
+    ) -> None:
+        async with open_asgi_websocket_client(app, path, **options) as client:  # type: ignore[arg-type]
+            task_status.started(client)
+            await done.wait()
+
+    async def open_client(
+        *, runner: ServiceRunner | None = None, path: str | None = None, **options: object
+    ) -> WebSocketClient:
+        server = (runner or _last_web_runner(_triosvc_runners)).shared_extension(WebServer)
+        if not isinstance(server, WebServer):
+            raise ValueError(f"{runner!r} runs no web server")
+        client: WebSocketClient = await nursery.start(
+            hold, server.served_app, path or server.app.websocket_path, options
+        )
         return client
 
     yield open_client

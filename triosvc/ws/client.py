@@ -1,7 +1,9 @@
 """The Python WebSocket RPC client: call ``@rpc`` methods, receive the hub's events.
 
 For bots, scripts, other services and tests. It speaks SPEC §5.1 over trio-websocket, with
-the frames of :mod:`triosvc.ws.protocol`, and it is structured: the tasks it runs live in a
+the frames of :mod:`triosvc.ws.protocol` (or, for tests, over ASGI messages to an app in
+memory: :mod:`triosvc.testing.memory`; the connection is a :class:`WebSocketTransport`), and
+it is structured: the tasks it runs live in a
 nursery that :func:`open_websocket_client` owns, and they end when its ``async with`` does.
 
 Example::
@@ -61,7 +63,7 @@ import math
 import ssl
 from collections.abc import Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -81,8 +83,10 @@ __all__ = [
     "ClientStatistics",
     "CloseReason",
     "Headers",
+    "TrioWebSocketTransport",
     "WebSocketClient",
     "WebSocketClosed",
+    "WebSocketTransport",
     "open_websocket_client",
     "remote_exception",
     "websocket_url",
@@ -158,6 +162,60 @@ class WebSocketClosed(trio.BrokenResourceError):
         return f"the WebSocket is closed: {self.reason}"
 
 
+class WebSocketTransport(Protocol):
+    """The connection a :class:`WebSocketClient` speaks through: one WebSocket, handshake done.
+
+    Two implementations: :class:`TrioWebSocketTransport` (a socket, through trio-websocket)
+    and :class:`triosvc.testing.memory.ASGIWebSocketTransport` (ASGI messages straight to an
+    app, in memory). Once the connection has ended, :meth:`get_message` and
+    :meth:`send_message` raise :class:`WebSocketClosed`.
+    """
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """How the connection ended; None while it is open."""
+        ...
+
+    async def get_message(self) -> str | bytes:
+        """The next frame from the server; WebSocketClosed once the connection has ended."""
+        ...
+
+    async def send_message(self, message: str) -> None:
+        """Send one text frame; WebSocketClosed once the connection has ended."""
+        ...
+
+    async def aclose(self, code: int) -> None:
+        """Close with ``code`` and wait for the server's answer (the caller bounds the wait)."""
+        ...
+
+
+class TrioWebSocketTransport:
+    """A :class:`WebSocketTransport` over a trio-websocket connection."""
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+        self.connection = connection
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        closed = self.connection.closed
+        return None if closed is None else _close_reason(closed)
+
+    async def get_message(self) -> str | bytes:
+        try:
+            return await self.connection.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise WebSocketClosed(_close_reason(exc.reason)) from None
+
+    async def send_message(self, message: str) -> None:
+        try:
+            await self.connection.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise WebSocketClosed(_close_reason(exc.reason)) from None
+
+    async def aclose(self, code: int) -> None:
+        await self.connection.aclose(code)
+
+
 class _Reply:
     """Where the reader puts the answer to one call."""
 
@@ -186,17 +244,24 @@ class WebSocketClient:
     """
 
     def __init__(
-        self, connection: trio_websocket.WebSocketConnection, *, url: str, event_buffer: int
+        self,
+        connection: WebSocketTransport | trio_websocket.WebSocketConnection,
+        *,
+        url: str,
+        event_buffer: int,
     ) -> None:
-        """Wrap an open trio-websocket connection (internal: use :func:`open_websocket_client`).
+        """Wrap an open connection (internal: use :func:`open_websocket_client`).
 
         Args:
-            connection: The connection, handshake done.
+            connection: The connection, handshake done: a :class:`WebSocketTransport`, or a
+                trio-websocket connection (wrapped in a :class:`TrioWebSocketTransport`).
             url: Its URL, for messages.
             event_buffer: How many events :attr:`events` holds.
         """
         self.url = url
-        self._connection = connection
+        if isinstance(connection, trio_websocket.WebSocketConnection):
+            connection = TrioWebSocketTransport(connection)
+        self._connection: WebSocketTransport = connection
         self._ids = itertools.count(1)
         self._calls: dict[int, _Reply] = {}
         self._outbox, self._outbox_receive = trio.open_memory_channel[str](0)
@@ -341,7 +406,7 @@ class WebSocketClient:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self._connection.aclose(_NORMAL_CLOSURE)
         finally:
-            self._finish(_close_reason(self._connection.closed))
+            self._finish(self._connection.close_reason or _close_reason(None))
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -351,17 +416,22 @@ class WebSocketClient:
             while True:
                 frame = await self._connection.get_message()
                 self._dispatch(decode_message(frame))
-        except trio_websocket.ConnectionClosed as exc:
-            self._finish(_close_reason(exc.reason))
+        except WebSocketClosed as exc:
+            self._finish(exc.reason)
 
     async def _send_frames(self) -> None:
         """The sender: the only task writing calls, so a cancelled call cannot cut a frame."""
         async for frame in self._outbox_receive:
             try:
                 await self._connection.send_message(frame)
-            except trio_websocket.ConnectionClosed as exc:
-                self._finish(_close_reason(exc.reason))
+            except WebSocketClosed as exc:
+                self._finish(exc.reason)
                 return
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        """Start the reader and the sender in ``nursery`` (the opener's)."""
+        nursery.start_soon(self._read_frames)
+        nursery.start_soon(self._send_frames)
 
     async def _wait_connected(self, deadline: float) -> None:
         """Wait for the ``connected`` event, until ``deadline``."""
@@ -751,8 +821,7 @@ async def open_websocket_client(
                         f"no WebSocket handshake with {target} within {connect_timeout} s"
                     )
                 client = WebSocketClient(connection, url=target, event_buffer=event_buffer)
-                nursery.start_soon(client._read_frames)
-                nursery.start_soon(client._send_frames)
+                client._start(nursery)
                 await client._wait_connected(deadline)
                 yield client
             except BaseException as exc:
