@@ -40,8 +40,16 @@ How the contract is met
   differences between hosts and count the time spent queued.
 - Taking: ``BLMOVE`` then one script that gives the receiver the time left (converted
   to its own trio clock) and drops a call whose deadline passed while it was queued.
+  The same script moves up to one more queued call per other free worker of the
+  instance (``capacity`` less the calls it runs, at most ``batch``): a busy service
+  drains its queue in batches, two round trips per batch rather than per call, and an
+  instance still never takes more calls than it has free workers. The calls taken
+  ahead wait in the inbox (bounded by its free workers) until ``receive``; closing hands
+  them back like any call moved and not delivered.
 - Replies: one list per transport, read by one ``BLPOP`` task that hands each answer
-  to its waiting caller; an answer for a caller that has gone is dropped. Lists rather
+  to its waiting caller, then drains the answers queued behind it with ``LPOP`` (up to
+  ``batch`` a round trip) before blocking again; an answer for a caller that has gone
+  is dropped. Lists rather
   than pub/sub, so that a reply sent while the caller's connection blinks is not lost.
   Answering removes the call from ``taken`` first, in the same script, so a call is
   answered at most once even when a reaper failed it meanwhile.
@@ -77,6 +85,7 @@ are shared with the cluster-wide hub (:mod:`triosvc._redis_client`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import uuid
@@ -133,12 +142,17 @@ class RedisOptions:
     backoff: tuple[float, float] = (0.05, 2.0)
     #: Connections in the pool: each inbox's ``BLMOVE`` and the reply listener hold one.
     max_connections: int = 256
+    #: Most calls an inbox takes in one round trip (bounded by its free workers too), and
+    #: most answers the reply listener reads in one.
+    batch: int = 64
     #: The first part of every key.
     prefix: str = "triosvc"
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.lease_interval < self.lease_ttl:
             raise ValueError("RedisOptions: 0 < lease_interval < lease_ttl")
+        if self.batch < 1:
+            raise ValueError("RedisOptions: batch >= 1")
 
 
 #: The options :func:`open_transport` uses for ``redis://`` URLs.
@@ -185,6 +199,9 @@ class _Instance:
         self.accepting = True
         #: The calls delivered to the RPC layer and not answered yet (by call id).
         self.delivered: set[str] = set()
+        #: Calls taken ahead (accepted in the same script as the one received), waiting
+        #: for ``receive``: at most one per free worker, so at most ``capacity``.
+        self.ready: collections.deque[_RedisDelivery] = collections.deque()
         #: Held by the receiving task; unregistering waits for it.
         self.receiving = trio.Lock()
         self.receive_scope: trio.CancelScope | None = None
@@ -246,7 +263,12 @@ class _RedisInbox(Inbox):
         async with instance.receiving:
             while True:
                 if not instance.accepting:
+                    instance.ready.clear()  # unregistering hands them back
                     raise trio.EndOfChannel
+                if instance.ready:
+                    ahead = instance.ready.popleft()
+                    instance.delivered.add(ahead._call_id)
+                    return ahead
                 delivery: Delivery | None = None
                 with trio.CancelScope() as scope:
                     instance.receive_scope = scope
@@ -265,6 +287,8 @@ class _RedisInbox(Inbox):
         if not instance.accepting:
             return
         instance.accepting = False
+        # The calls taken ahead were never delivered: unregistering hands them back.
+        instance.ready.clear()
         if instance.receive_scope is not None:
             instance.receive_scope.cancel()
         if not self._transport._spawn(self._transport._unregister, instance):
@@ -438,13 +462,28 @@ class RedisTransport(Transport):
         """Hand each answer in this transport's reply list to its waiting caller."""
         backoff = _Backoff(self.options.backoff)
         block = self.options.block
+        batch = self.options.batch
+        # The last read found answers, so more may be queued behind them: read with a
+        # non-blocking LPOP (up to a batch) until one finds none, then block again.
+        draining = False
         while True:
             try:
-                with trio.move_on_after(block + self.options.op_timeout) as stalled:
-                    item = await self.client.blpop([self.reply_key], timeout=block)
+                answers: list[str] = []
+                if draining:
+                    # Non-blocking: the answers that queued while the last ones were read.
+                    with trio.move_on_after(self.options.op_timeout) as stalled:
+                        answers = await self.client.lpop(self.reply_key, batch) or []
+                    draining = bool(answers)
+                else:
+                    with trio.move_on_after(block + self.options.op_timeout) as stalled:
+                        item = await self.client.blpop([self.reply_key], timeout=block)
+                    if item is not None:
+                        answers = [item[1]]
+                    draining = bool(answers)
                 if stalled.cancelled_caught:
-                    raise TimeoutError("Redis did not answer a BLPOP in time")
+                    raise TimeoutError("Redis did not answer a BLPOP/LPOP in time")
             except REDIS_ERRORS as exc:
+                draining = False
                 self._trouble(exc)
                 # The answers may never come (a restarted Redis has lost them): the
                 # callers hear of it now rather than at their deadlines.
@@ -458,8 +497,11 @@ class RedisTransport(Transport):
                 continue
             backoff.reset()
             self._fine()
-            if item is not None:
-                self._dispatch(item[1])
+            for answer in answers:
+                self._dispatch(answer)
+            # Drain only while callers still wait: a lone caller's answer costs no extra
+            # round trip (an answer for a caller that has gone waits for the next BLPOP).
+            draining = draining and any(not p.done.is_set() for p in self._pending.values())
 
     def _dispatch(self, message: str) -> None:
         head, _, body = message.partition("\n")
@@ -500,7 +542,11 @@ class RedisTransport(Transport):
                 await instance.stopped.wait()
 
     async def _take(self, instance: _Instance) -> Delivery | None:
-        """Wait (one ``block``) for a call to this instance's service; None if none came."""
+        """Wait (one ``block``) for a call to this instance's service; None if none came.
+
+        Takes up to one more call per other free worker too, into ``instance.ready``
+        (empty when this is called: ``receive`` serves those first).
+        """
         options = self.options
         try:
             if instance.needs_sweep:
@@ -524,10 +570,12 @@ class RedisTransport(Transport):
         if envelope is None:
             return None
         self._fine()
+        # The calls this instance runs hold a worker each; one more is receiving this.
+        more = min(options.batch - 1, instance.capacity - len(instance.delivered) - 1)
         try:
             answer = await self._script(
                 "ACCEPT",
-                [self._leases_key, instance.taken_key],
+                [self._leases_key, instance.taken_key, instance.queue_key],
                 [
                     self.prefix,
                     instance.service,
@@ -536,6 +584,7 @@ class RedisTransport(Transport):
                     _ms(2 * options.lease_ttl),
                     _ms(options.reply_ttl),
                     1000,
+                    max(0, more),
                 ],
             )
         except ServiceUnavailable:
@@ -545,12 +594,18 @@ class RedisTransport(Transport):
             # Redis forgot this instance (restarted, or reaped it while unreachable).
             self._wake_maintenance.set()
             return None
-        if answer[0] != "ok":
-            return None  # its deadline passed while it was queued: dropped, not run
-        call_id = envelope.split(" ", 2)[1]
-        instance.delivered.add(call_id)
-        deadline = trio.current_time() + int(answer[1]) / 1000
-        return _RedisDelivery(self, instance, envelope, call_id, deadline)
+        now = trio.current_time()
+        # Calls whose deadline passed while they were queued were dropped, not listed.
+        for index in range(1, len(answer), 2):
+            taken, left = answer[index], int(answer[index + 1])
+            call_id = taken.split(" ", 2)[1]
+            delivery = _RedisDelivery(self, instance, taken, call_id, now + left / 1000)
+            instance.ready.append(delivery)
+        if not instance.ready:
+            return None
+        first = instance.ready.popleft()
+        instance.delivered.add(first._call_id)
+        return first
 
     async def _sweep(self, instance: _Instance) -> None:
         """Hand back the calls this instance moved and never delivered."""

@@ -175,17 +175,20 @@ return 0
 """
 )
 
-#: Check a call an instance just moved into its taken list.
-#: KEYS: leases, taken. ARGV: prefix, service, lease member, envelope, taken list's ttl
-#: (twice the lease's), reply ttl, queue slack.
-#: Returns ``{'ok', ms left}``, ``{'expired'}`` (dropped: its deadline passed while it was
-#: queued) or ``{'lapsed'}`` (this instance's lease ended: the call went back).
+#: Check a call an instance just moved into its taken list, and take up to ``more`` of
+#: the calls queued behind it (non-blocking ``LMOVE``), one per other free worker of the
+#: instance, so that a busy service drains its queue in batches rather than one round trip
+#: sequence per call.
+#: KEYS: leases, taken, queue. ARGV: prefix, service, lease member, envelope, taken list's
+#: ttl (twice the lease's), reply ttl, queue slack, more.
+#: Returns ``{'lapsed'}`` (this instance's lease ended: the call went back, nothing more
+#: was taken) or ``{'ok', envelope, ms left, envelope, ms left, ...}``: the calls taken, in
+#: queue order; a call whose deadline passed while it was queued is dropped, not listed.
 ACCEPT: Final = (
     _PRELUDE
     + """
 local prefix, service, envelope = ARGV[1], ARGV[2], ARGV[4]
 local now = now_ms()
-local deadline = header(envelope)
 if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   redis.call('LREM', KEYS[2], 1, envelope)
   hand_back(prefix, service, envelope, now, ARGV[6], tonumber(ARGV[7]),
@@ -193,11 +196,23 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   return {'lapsed'}
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-if not deadline or deadline <= now then
-  redis.call('LREM', KEYS[2], 1, envelope)
-  return {'expired'}
+local taken = {'ok'}
+local function check(call)
+  local deadline = header(call)
+  if not deadline or deadline <= now then
+    redis.call('LREM', KEYS[2], 1, call)
+  else
+    taken[#taken + 1] = call
+    taken[#taken + 1] = string.format('%.0f', deadline - now)
+  end
 end
-return {'ok', string.format('%.0f', deadline - now)}
+check(envelope)
+for _ = 1, tonumber(ARGV[8]) do
+  local call = redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+  if not call then break end
+  check(call)
+end
+return taken
 """
 )
 
