@@ -341,15 +341,8 @@ class MemoryTransport(Transport):
         assert call.reply is not None
         return call.reply
 
-    def register(
-        self, service: str, *, capacity: int
-    ) -> contextlib.AbstractAsyncContextManager[Inbox]:
-        return self._register(service, capacity)
-
     @asynccontextmanager
     async def _register(self, service: str, capacity: int) -> AsyncIterator[Inbox]:
-        if capacity < 1:
-            raise ValueError(f"an inbox holds at least one call, not {capacity}")
         broker = self._broker
         with broker.lock:
             entry = broker.services.get(service)

@@ -516,15 +516,8 @@ class RedisTransport(Transport):
 
     # -- serving --------------------------------------------------------------------------
 
-    def register(
-        self, service: str, *, capacity: int
-    ) -> contextlib.AbstractAsyncContextManager[Inbox]:
-        return self._register(service, capacity)
-
     @asynccontextmanager
     async def _register(self, service: str, capacity: int) -> AsyncIterator[Inbox]:
-        if capacity < 1:
-            raise ValueError(f"an inbox holds at least one call, not {capacity}")
         if self._closed:
             raise ServiceUnavailable(f"this connection to {self.where} is closed")
         instance = _Instance(self.prefix, service, capacity, _Backoff(self.options.backoff))

@@ -129,9 +129,15 @@ class Transport(ABC):
             RpcTimeout: delivered, but not answered by ``deadline``.
         """
 
-    @abstractmethod
     def register(self, service: str, *, capacity: int) -> AbstractAsyncContextManager[Inbox]:
         """``async with transport.register(name, capacity=n) as inbox``: serve ``name``."""
+        if capacity < 1:
+            raise ValueError(f"an inbox holds at least one call, not {capacity}")
+        return self._register(service, capacity)
+
+    @abstractmethod
+    def _register(self, service: str, capacity: int) -> AbstractAsyncContextManager[Inbox]:
+        """:meth:`register`, ``capacity`` checked."""
 
 
 #: How to open each scheme's transport: ``factory(url)`` gives an async context manager.
