@@ -64,6 +64,9 @@ nitpick_ignore = [
         "Mount",
         "ClusterLink",
         "ClusterStatistics",
+        "WebSocketTransport",
+        "triosvc.ws.client.WebSocketTransport",
+        "Scope",
     )
 ]
 

@@ -111,7 +111,7 @@ class ASGIWebSocketTransport:
     async def handshake(self, url: str) -> None:
         """Send ``websocket.connect``; return once the app accepts.
 
-        Raises the exceptions :func:`~triosvc.ws.client.open_websocket_client` raises for a
+        Raises the exceptions :func:`~triosvc.web.websocket.open_websocket_client` raises for a
         refusal (an ``HttpError`` of the body's class, with the status), or
         ``trio_websocket.HandshakeError`` when the app ends without answering.
         """
@@ -224,7 +224,7 @@ async def open_asgi_websocket_client(
 ) -> AsyncIterator[WebSocketClient]:
     """A :class:`~triosvc.ws.client.WebSocketClient` connected to ``app`` in memory.
 
-    As :func:`~triosvc.ws.client.open_websocket_client` (same client, same exceptions for a
+    As :func:`~triosvc.web.websocket.open_websocket_client` (same client, same exceptions for a
     refused handshake), with the app's call running in this context manager's nursery.
 
     Args:
