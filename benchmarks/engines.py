@@ -27,7 +27,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE / "servers"))
 
-import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -35,10 +34,13 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from _processes import NAMEKO_VENV, load_script  # noqa: E402
-from _runner import HelpFormatter, add_server_options  # noqa: E402
+from _runner import add_json_option, add_rounds_option, add_server_options, new_parser  # noqa: E402
+
+if TYPE_CHECKING:
+    import argparse
 
 bench_http = load_script("triosvc_bench_http", HERE / "http.py")
 bench_ws = load_script("triosvc_bench_websocket", HERE / "websocket.py")
@@ -52,14 +54,11 @@ OURS = "triosvc"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/engines.py",
-        description=__doc__.split("\n\n")[0].replace("\n", " "),
-        formatter_class=HelpFormatter,
+    parser = new_parser(
+        "engines.py",
+        __doc__.split("\n\n")[0].replace("\n", " "),
     )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds of each benchmark (median taken)"
-    )
+    add_rounds_option(parser, "interleaved rounds of each benchmark (median taken)")
     parser.add_argument("--duration", type=int, default=2, help="seconds of each HTTP wrk run")
     parser.add_argument(
         "--warmup", type=int, default=1, help="seconds of unmeasured wrk load before each run"
@@ -87,9 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-http", action="store_true", help="run only the WebSocket part")
     parser.add_argument("--skip-websocket", action="store_true", help="run only the HTTP part")
-    parser.add_argument(
-        "--json", type=Path, metavar="PATH", help="also write both scripts' results here"
-    )
+    add_json_option(parser, "also write both scripts' results here")
     args = parser.parse_args(argv)
     if args.skip_http and args.skip_websocket:
         parser.error("--skip-http and --skip-websocket leave nothing to run")

@@ -21,7 +21,6 @@ nameko's own interpreter (``--nameko-python``); a server that cannot start is sk
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -39,15 +38,18 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))  # the shared helpers
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
 
 from _common import POST_PATH, POST_SIZE
 from _processes import BenchmarkError, ServerProcess, ServerSpec, pinned, rotated, spawn, stop
 from _runner import (
-    HelpFormatter,
     add_cpu_options,
+    add_json_option,
+    add_rounds_option,
     add_server_options,
     mark,
+    new_parser,
     preflight,
     resolve_servers,
 )
@@ -461,19 +463,18 @@ def verdict(rows: list[Summary]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/http.py",
-        description=(
+    parser = new_parser(
+        "http.py",
+        (
             "Benchmark triosvc's HTTP entrypoint, on its own engine and on hypercorn, against a "
             "bare ASGI app on hypercorn, quart-trio, uvicorn+Starlette and nameko: the same "
             "three endpoints (GET /hello, GET /users/42, POST /echo with 64 KiB), each server "
             "alone in a process pinned to one CPU, wrk pinned to another, on loopback. Prints "
             "medians over interleaved rounds and ratios to bare hypercorn-trio."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds of each measured wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
+    add_rounds_option(parser)
     parser.add_argument(
         "--warmup", type=int, default=1, help="seconds of unmeasured load before each run (0: none)"
     )
@@ -481,7 +482,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk -t")
     add_cpu_options(parser, "the CPU wrk runs on")
     add_server_options(parser, SERVERS, "all but hypercorn-asyncio")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--duration and --rounds must be >= 1, --warmup >= 0")

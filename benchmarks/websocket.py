@@ -39,7 +39,6 @@ SERVER_DIR = HERE / "servers"
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 sys.path.insert(0, str(SERVER_DIR))
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -57,10 +56,12 @@ from typing import TYPE_CHECKING  # noqa: E402
 import trio  # noqa: E402
 from _processes import BenchmarkError, Child, ServerProcess, ServerSpec, rotated  # noqa: E402
 from _runner import (  # noqa: E402
-    HelpFormatter,
     add_cpu_options,
+    add_json_option,
+    add_rounds_option,
     add_server_options,
     mark,
+    new_parser,
     preflight,
     resolve_servers,
 )
@@ -71,6 +72,7 @@ from websockets.uri import parse_uri  # noqa: E402
 from ws_common import EVENT, PATH, raise_nofile  # noqa: E402
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterable
 
     from websockets.frames import Frame
@@ -934,18 +936,17 @@ def verdict(rounds: dict[str, list[Round]], summary: dict[str, dict[str, float]]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/websocket.py",
-        description=(
+    parser = new_parser(
+        "websocket.py",
+        (
             "Benchmark triosvc's WebSocket layer against a minimal hub written as a bare ASGI "
             "app on hypercorn-trio: broadcast fan-out to one room, echo call round trips on one "
             "and on many sockets, and resident memory per idle socket. Each server runs alone "
             "in a process pinned to one CPU; the client processes are pinned to another; "
             "loopback only. Prints medians over interleaved rounds and ratios to the baseline."
         ),
-        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
+    add_rounds_option(parser)
     parser.add_argument(
         "--sockets", type=int, default=1000, help="idle sockets opened, then subscribed to a room"
     )
@@ -992,7 +993,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_cpu_options(parser, "the CPU the clients run on")
     add_server_options(parser, SERVERS, "all")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if min(args.rounds, args.sockets, args.broadcasts, args.client_processes) < 1:
         parser.error("--rounds, --sockets, --broadcasts and --client-processes must be >= 1")

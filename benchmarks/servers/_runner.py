@@ -50,6 +50,28 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def new_parser(script: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``benchmarks/<script>``: its usage line, ``description``, the defaults
+    shown."""
+    return argparse.ArgumentParser(
+        prog=f"python benchmarks/{script}", description=description, formatter_class=HelpFormatter
+    )
+
+
+def add_rounds_option(
+    parser: argparse.ArgumentParser, help: str = "interleaved rounds (median taken)"
+) -> None:
+    """``--rounds``: how many interleaved rounds (3 without it)."""
+    parser.add_argument("--rounds", type=int, default=3, help=help)
+
+
+def add_json_option(
+    parser: argparse.ArgumentParser, help: str = "also write the results here"
+) -> None:
+    """``--json``: where to write the report (none without it)."""
+    parser.add_argument("--json", type=Path, metavar="PATH", help=help)
+
+
 def add_server_options(parser: argparse.ArgumentParser, names: Iterable[str], default: str) -> None:
     """``--servers`` (among ``names``; ``default`` says which run without it) and
     ``--nameko-python``."""

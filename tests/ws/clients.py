@@ -5,7 +5,7 @@ frame helpers the WebSocket tests share."""
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -248,6 +248,28 @@ async def connect(
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
+
+
+@asynccontextmanager
+async def connected_client(
+    runner: object, kind: str
+) -> AsyncIterator[TrioWebsocketClient | SansIOClient | SyncClient]:
+    """A client of ``kind`` on ``runner``'s endpoint, its connected event read."""
+    async with connect(kind, ws_url(runner)) as client:
+        await connected(client)
+        yield client
+
+
+@asynccontextmanager
+async def connected_clients(
+    url: str, *kinds: str
+) -> AsyncIterator[list[TrioWebsocketClient | SansIOClient | SyncClient]]:
+    """One client of each of ``kinds`` (default: CLIENTS) on ``url``, each connected event read."""
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(k, url)) for k in kinds or CLIENTS]
+        for client in clients:
+            await connected(client)
+        yield clients
 
 
 @asynccontextmanager

@@ -27,6 +27,8 @@ from .clients import (
     call,
     connect,
     connected,
+    connected_client,
+    connected_clients,
     endpoint_of,
     event,
     failure,
@@ -216,8 +218,7 @@ async def test_unknown_socket(runner_factory, config, kind):
     disconnects = Disconnects()
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, hub_service(disconnects))
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             for op, args in [
                 ("subscribe", {"socket_id": "no-such-socket", "channel": "a"}),
                 ("unicast", {"socket_id": "no-such-socket", "event": "e", "data": 1}),
@@ -321,13 +322,8 @@ async def test_broadcast_order_500(runner_factory, config, via):
         runner = await runner_factory(config, hub_service())
         hub = hub_of(runner)
         url = ws_url(runner)
-        async with (
-            connect("trio-websocket", url) as a,
-            connect("websockets", url) as b,
-            connect("websockets-sync", url) as c,
-        ):
+        async with connected_clients(url) as (a, b, c):
             for client in (a, b, c):
-                await connected(client)
                 await call(client, "join", {"channels": ["ticks"]})
             method = "broadcast_many" if via == "rpc" else "blocking_broadcast_many"
             await a.send(

@@ -29,6 +29,7 @@ from .clients import (
     call,
     connect,
     connected,
+    connected_clients,
     endpoint_of,
     failure,
     hub_of,
@@ -140,13 +141,7 @@ async def test_heartbeat_peers_that_answer_stay_connected(runner_factory, config
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, limited_service(disconnects))
         url = ws_url(runner)
-        async with (
-            connect("trio-websocket", url) as a,
-            connect("websockets", url) as b,
-            connect("websockets-sync", url) as c,
-        ):
-            for client in (a, b, c):
-                await connected(client)
+        async with connected_clients(url) as (a, b, c):
             assert isinstance(b, SansIOClient)
             # six intervals, idle but for pongs: three times what drops a silent peer
             with trio.move_on_after(6 * interval):
@@ -387,13 +382,8 @@ async def test_slow_consumer_is_dropped_others_get_everything_in_order(runner_fa
         )
         hub = hub_of(runner)
         url = ws_url(runner)
-        async with (
-            connect("trio-websocket", url) as a,
-            connect("websockets", url) as b,
-            connect("websockets-sync", url) as c,
-        ):
+        async with connected_clients(url) as (a, b, c):
             for client in (a, b, c):
-                await connected(client)
                 await call(client, "join", {"channel": "feed"})
             async with slow_subscriber(url) as (slow, slow_id):
                 # from here on the slow one reads nothing

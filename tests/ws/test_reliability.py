@@ -29,6 +29,7 @@ from .clients import (
     call,
     connect,
     connected,
+    connected_client,
     endpoint_of,
     event,
     failure,
@@ -202,8 +203,7 @@ async def garbage_text(runner: object, in_place: trio.Event, release: trio.Event
         for _ in range(100)
     ]
     for kind in ("trio-websocket", "websockets"):
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             for frame in frames:
                 await client.send(frame)
                 reply = await recv_json(client)
@@ -225,8 +225,7 @@ async def garbage_text(runner: object, in_place: trio.Event, release: trio.Event
 async def binary_frames(runner: object, in_place: trio.Event, release: trio.Event) -> None:
     rng = random.Random(2)
     for kind in ("trio-websocket", "websockets", "websockets-sync"):
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             for size in [0, 1, 2, 125, 126, 65535, 65536, 100_000]:
                 await client.send_bytes(rng.randbytes(size))
                 failure(await recv_json(client), "MalformedRequest")

@@ -34,6 +34,7 @@ from .clients import (
     call,
     connect,
     connected,
+    connected_client,
     exact,
     failure,
     recv_json,
@@ -144,8 +145,7 @@ async def test_connected_event_then_call_and_success_frame(runner_factory, confi
 async def test_data_missing_or_null_means_no_arguments(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             await client.send(json.dumps({"method": "echo", "correlation_id": 1}))
             assert exact(await recv_json(client)) == exact(success(None, 1))
             await client.send(json.dumps({"method": "echo", "data": None, "correlation_id": 2}))
@@ -161,8 +161,7 @@ async def test_data_missing_or_null_means_no_arguments(runner_factory, config, k
 async def test_data_not_an_object_is_incorrect_signature(runner_factory, config, kind, data):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             await client.send(json.dumps({"method": "echo", "data": data, "correlation_id": "c"}))
             failure(await recv_json(client), "IncorrectSignature", "c")
             await still_open(client)
@@ -192,8 +191,7 @@ CORRELATION_IDS = [
 async def test_correlation_id_echoed_exactly(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             for correlation_id in CORRELATION_IDS:
                 reply = await call(client, "echo", {"value": 1}, correlation_id)
                 assert exact(reply) == exact(success(1, correlation_id))
@@ -210,8 +208,7 @@ async def test_correlation_id_echoed_exactly(runner_factory, config, kind):
 async def test_unknown_method(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "no_such_method", {"x": 1}, 9), "MethodNotFound", 9)
             assert "no_such_method" in error["value"]
             assert error["exc_args"] == [error["value"]]
@@ -238,8 +235,7 @@ async def test_unknown_method(runner_factory, config, kind):
 async def test_malformed_request(runner_factory, config, kind, frame, correlation_id):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             await client.send(frame)
             error = failure(await recv_json(client), "MalformedRequest", correlation_id)
             assert error["value"]
@@ -249,8 +245,7 @@ async def test_malformed_request(runner_factory, config, kind, frame, correlatio
 async def test_binary_frame_is_malformed_request(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             await client.send_bytes(json.dumps({"method": "echo", "correlation_id": 1}).encode())
             failure(await recv_json(client), "MalformedRequest", None)
             await client.send_bytes(b"\x00\xff" * 100)
@@ -271,8 +266,7 @@ async def test_binary_frame_is_malformed_request(runner_factory, config, kind):
 async def test_wrong_arguments_are_incorrect_signature(runner_factory, config, kind, data):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "add", data, "sig"), "IncorrectSignature", "sig")
             assert "add" in error["value"]
             await still_open(client)
@@ -282,8 +276,7 @@ async def test_wrong_arguments_are_incorrect_signature(runner_factory, config, k
 async def test_unencodable_return_value_is_an_error_frame(runner_factory, config, kind, what):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             reply = await call(client, "unencodable", {"what": what}, {"id": what})
             failure(reply, "InternalServerError", {"id": what})
             await still_open(client)
@@ -292,8 +285,7 @@ async def test_unencodable_return_value_is_an_error_frame(runner_factory, config
 async def test_call_past_its_deadline_is_timeout(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             start = trio.current_time()
             error = failure(await call(client, "too_slow", {}, "late"), "Timeout", "late")
             assert 0.2 <= trio.current_time() - start < 5
@@ -315,8 +307,7 @@ async def test_web_server_timeout_applies_to_rpc(runner_factory, config, kind):
 
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory({**config, "WEB_SERVER_TIMEOUT": 0.3}, Slow)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             start = trio.current_time()
             failure(await call(client, "forever", None, 1), "Timeout", 1)
             assert 0.3 <= trio.current_time() - start < 5
@@ -326,8 +317,7 @@ async def test_web_server_timeout_applies_to_rpc(runner_factory, config, kind):
 async def test_unexpected_exception_is_hidden(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "crash", {}, 1), "InternalServerError", 1)
             assert "must not see" not in json.dumps(error)
             error = failure(
@@ -340,8 +330,7 @@ async def test_unexpected_exception_is_hidden(runner_factory, config, kind):
 async def test_unexpected_exception_shown_in_debug(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory({**config, "WEB_SERVER_DEBUG": True}, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "crash", {}, 1), "ValueError", 1)
             assert error["value"] == "a detail the client must not see"
             assert error["exc_args"] == ["a detail the client must not see"]
@@ -351,8 +340,7 @@ async def test_unexpected_exception_shown_in_debug(runner_factory, config, kind)
 async def test_own_and_expected_exceptions_as_themselves(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "own_error", {}, 1), "NotFound", 1)
             assert error["value"] == "no such order"
             assert error["exc_args"] == ["no such order"]
@@ -374,8 +362,7 @@ async def test_own_and_expected_exceptions_as_themselves(runner_factory, config,
 async def test_exception_group_of_one_maps_as_its_exception(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             error = failure(await call(client, "group_of_one", {"which": "own"}, 1), "Conflict", 1)
             assert error["value"] == "already taken"
             assert error["exc_args"] == ["already taken"]
@@ -403,8 +390,7 @@ async def test_calls_on_one_socket_run_concurrently(runner_factory, config, kind
 
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Gated)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             await client.send(json.dumps({"method": "slow", "correlation_id": "slow"}))
             await entered.wait()
             for n in range(5):
@@ -420,8 +406,7 @@ async def test_calls_on_one_socket_run_concurrently(runner_factory, config, kind
 async def test_blocking_methods_run_in_threads(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             reply = await call(client, "blocking", {"value": [1, "two"]}, "b")
             assert reply == success({"value": [1, "two"], "main_thread": False}, "b")
             failure(await call(client, "blocking", {}, "b2"), "IncorrectSignature", "b2")
@@ -519,8 +504,7 @@ async def test_max_workers_websocket_holds_http(runner_factory, config, http_cli
 async def test_socket_stays_open_after_every_error(runner_factory, config, kind):
     with trio.fail_after(TEST_TIMEOUT):
         runner = await runner_factory(config, Calls)
-        async with connect(kind, ws_url(runner)) as client:
-            await connected(client)
+        async with connected_client(runner, kind) as client:
             bad = [
                 "garbage",
                 json.dumps({"method": "nope"}),
