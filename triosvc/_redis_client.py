@@ -16,6 +16,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Final
 
 import anyio
+import attrs
 import coredis
 import trio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REDIS_ERRORS",
     "Backoff",
+    "ConnectionOptions",
     "Health",
     "describe",
     "hold_client",
@@ -43,6 +45,21 @@ __all__ = [
 
 #: What a failing round trip to Redis may raise (a lost or refused connection, a stall).
 REDIS_ERRORS: Final = (RedisError, OSError)
+
+
+@attrs.frozen
+class ConnectionOptions:
+    """What every user of Redis here sets the same way (seconds); tests make them short."""
+
+    #: Bound on a connection attempt, and on each round trip that has no deadline of its own.
+    connect_timeout: float = 2.0
+    op_timeout: float = 5.0
+    #: Bound on closing (the last messages and answers): shielded from cancellation.
+    close_timeout: float = 2.0
+    #: Retrying after Redis failed, from the first to the longest pause.
+    backoff: tuple[float, float] = (0.05, 2.0)
+    #: The first part of every key and channel.
+    prefix: str = "triosvc"
 
 
 def where(url: str) -> str:

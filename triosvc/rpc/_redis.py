@@ -98,7 +98,7 @@ import trio
 from coredis.exceptions import ResponseError
 from coredis.tokens import PureToken
 
-from .._redis_client import REDIS_ERRORS, Health, hold_client, make_client
+from .._redis_client import REDIS_ERRORS, ConnectionOptions, Health, hold_client, make_client
 from .._redis_client import Backoff as _Backoff
 from .._redis_client import describe as _text
 from .._redis_client import milliseconds as _ms
@@ -120,7 +120,7 @@ T = TypeVar("T")
 
 
 @attrs.frozen
-class RedisOptions:
+class RedisOptions(ConnectionOptions):
     """Timings of the Redis transport, in seconds; tests make them short."""
 
     #: An instance that stops renewing its lease stops being live this long after.
@@ -131,22 +131,13 @@ class RedisOptions:
     block: float = 5.0
     #: Lifetime of a reply list that nobody reads any more (its caller's process died).
     reply_ttl: float = 60.0
-    #: Bound on a connection attempt, and on each round trip that has no call deadline.
-    connect_timeout: float = 2.0
-    op_timeout: float = 5.0
-    #: Bound on closing (unregistering, failing what was taken): shielded from cancel.
-    close_timeout: float = 2.0
     #: Polling for room in a full queue, from the first to the longest pause.
     room_poll: tuple[float, float] = (0.01, 0.25)
-    #: Retrying after Redis failed, from the first to the longest pause.
-    backoff: tuple[float, float] = (0.05, 2.0)
     #: Connections in the pool: each inbox's ``BLMOVE`` and the reply listener hold one.
     max_connections: int = 256
     #: Most calls an inbox takes in one round trip (bounded by its free workers too), and
     #: most answers the reply listener reads in one.
     batch: int = 64
-    #: The first part of every key.
-    prefix: str = "triosvc"
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.lease_interval < self.lease_ttl:

@@ -108,9 +108,7 @@ class Router:
         key = (path, method)
         found = self._matches.get(key)
         if found is None:
-            rule, arguments = self.adapter.match(
-                path, method, return_rule=True, query_args=query
-            )
+            rule, arguments = self.adapter.match(path, method, return_rule=True, query_args=query)
             found = (self.entrypoints[rule.endpoint], dict(arguments))
             if len(self._matches) >= MATCHES_KEPT:
                 del self._matches[next(iter(self._matches))]  # the oldest

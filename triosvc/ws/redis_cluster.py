@@ -121,6 +121,7 @@ from coredis.retry import NoRetryPolicy
 
 from .._redis_client import (
     Backoff,
+    ConnectionOptions,
     Health,
     hold_client,
     is_outage,
@@ -144,7 +145,7 @@ LOGGER = logging.getLogger("triosvc.ws.cluster")
 
 
 @attrs.frozen
-class ClusterOptions:
+class ClusterOptions(ConnectionOptions):
     """Timings and bounds of the cluster-wide hub, in seconds; tests make them short."""
 
     #: Lifetime of a node's snapshot: a node that stops writing is forgotten after it.
@@ -162,15 +163,6 @@ class ClusterOptions:
     #: A subscription that hears nothing this long (not even this node's own snapshots,
     #: published every ``refresh_interval``) while Redis answers is made again: a gap.
     silence_limit: float = 15.0
-    #: Bound on a connection attempt, and on each round trip.
-    connect_timeout: float = 2.0
-    op_timeout: float = 5.0
-    #: Bound on closing (the last messages, the goodbye): shielded from cancellation.
-    close_timeout: float = 2.0
-    #: Retrying after Redis failed, from the first to the longest pause.
-    backoff: tuple[float, float] = (0.05, 2.0)
-    #: The first part of every key and channel.
-    prefix: str = "triosvc"
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.refresh_interval < self.snapshot_ttl:
