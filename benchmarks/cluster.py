@@ -55,12 +55,10 @@ sys.path.insert(0, str(SERVER_DIR))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -69,26 +67,15 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import trio  # noqa: E402
-from _processes import CLOCK_TICKS, triosvc_revision  # noqa: E402
+from _processes import CLOCK_TICKS, Redis, free_port, load_script, triosvc_revision  # noqa: E402
 from ws_common import raise_nofile  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from types import ModuleType
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ws_bench: Any = _load("_bench_websocket", HERE / "websocket.py")
-http_bench: Any = _load("_bench_http", HERE / "http.py")
+ws_bench: Any = load_script("_bench_websocket", HERE / "websocket.py")
+http_bench: Any = load_script("_bench_http", HERE / "http.py")
 
 ROOM = "bench"
 SETUPS = ("1 process", "1 process, redis", "2 workers")
@@ -105,13 +92,6 @@ class BenchmarkError(Exception):
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -136,56 +116,6 @@ def children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
-
-
-class Redis:
-    """A ``redis-server`` of this run: a free port, a temporary folder, nothing persisted."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.log = (log_dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(log_dir),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        give_up = time.monotonic() + READY_TIMEOUT
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > give_up:
-                raise BenchmarkError(f"redis-server did not start; see {log_dir}")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 class Service:

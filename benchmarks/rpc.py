@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 sys.path.insert(0, str(HERE / "servers"))
 
 import trio  # noqa: E402
-from _processes import spawn, stop_all  # noqa: E402
+from _processes import Redis  # noqa: E402
 
 from triosvc.rpc import open_rpc_client, rpc  # noqa: E402
 from triosvc.runners import open_services  # noqa: E402
@@ -43,32 +42,6 @@ class EchoService:
     @rpc
     async def echo(self, value: object) -> object:
         return value
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_redis(directory: str) -> str:
-    """A redis-server on a free loopback port; its URL once it accepts connections."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is missing: apt-get install redis-server")
-    port = free_port()
-    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    spawn([*command, "--appendonly", "no", "--dir", directory], stdout=sys.stderr)
-    give_up = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            if time.monotonic() > give_up:
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.05)
 
 
 async def measure(broker_url: str, callers: int, calls: int) -> tuple[float, float, float]:
@@ -130,8 +103,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=2000, help="calls per measurement")
     arguments = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is missing: apt-get install redis-server")
     with tempfile.TemporaryDirectory() as directory:
+        redis = Redis(Path(directory))
         try:
-            trio.run(main, arguments, start_redis(directory))
+            trio.run(main, arguments, redis.url)
         finally:
-            stop_all()
+            redis.stop()
